@@ -1,0 +1,164 @@
+"""The book's figures: one function per figure, plotly, working in the static HTML.
+
+Interactive controls in the rendered book are plotly's own sliders and dropdowns over
+precomputed sweeps (no kernel needed). :func:`setup_book` selects plotly's own mime type, which JupyterLab renders
+live and the ``qlib._mystnb`` plugin renders in the HTML book.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from .quantizers import compute_params, fit_params, integer_range
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+
+
+def setup_book() -> None:
+    """Show figures with plotly's own mime type (rendered by JupyterLab live, and by the
+    ``qlib._mystnb`` plugin in the HTML book), on a plain white template.
+
+    Examples
+    --------
+    >>> setup_book()
+    >>> pio.renderers.default
+    'plotly_mimetype'
+    """
+    pio.renderers.default = "plotly_mimetype"
+    pio.templates.default = "plotly_white"
+
+
+def quantization_grid_figure(x, bits=range(2, 9), symmetric: bool = False, title: str = "") -> go.Figure:
+    """Slider over bit width: the quantizer's staircase over ``x``'s range, and each value's error.
+
+    Left: real value in, real value out (``fake_quant``), with the values of ``x`` marked.
+    Right: the error ``fake_quant(x) - x`` of every value against the value, with the
+    ``+-scale/2`` bound dashed. Each slider step is one bit width, all precomputed.
+
+    Examples
+    --------
+    >>> fig = quantization_grid_figure(np.linspace(-1, 1, 50), bits=[2, 3])
+    >>> len(fig.data), len(fig.layout.sliders[0].steps)
+    (8, 2)
+    """
+    x = np.sort(np.ravel(np.asarray(x, np.float64)))
+    bits = list(bits)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("quantizer: x -> fake_quant(x)",
+                                                        "error of each value"))
+    line = np.linspace(x.min(), x.max(), 2000)
+    per_step = 4
+    for i, b in enumerate(bits):
+        p = fit_params(x, b, symmetric)
+        visible = i == len(bits) - 1
+        err = p.fake_quant(x) - x
+        half = float(p.scale) / 2
+        fig.add_trace(go.Scatter(x=line, y=p.fake_quant(line), mode="lines", name=f"{b}-bit staircase",
+                                 line=dict(color=COLORS[0]), visible=visible), 1, 1)
+        fig.add_trace(go.Scatter(x=x, y=p.fake_quant(x), mode="markers", name="the tensor's values",
+                                 marker=dict(size=4, color=COLORS[1]), visible=visible), 1, 1)
+        fig.add_trace(go.Scatter(x=x, y=err, mode="markers", name="error", showlegend=False,
+                                 marker=dict(size=4, color=COLORS[1]), visible=visible), 1, 2)
+        fig.add_trace(go.Scatter(x=[x.min(), x.max(), None, x.min(), x.max()],
+                                 y=[half, half, None, -half, -half], mode="lines",
+                                 name="+-scale/2", line=dict(dash="dash", color="gray"),
+                                 visible=visible), 1, 2)
+    steps = []
+    for i, b in enumerate(bits):
+        vis = [False] * (per_step * len(bits))
+        vis[per_step * i: per_step * (i + 1)] = [True] * per_step
+        p = fit_params(x, b, symmetric)
+        steps.append(dict(method="update", label=str(b),
+                          args=[{"visible": vis},
+                                {"title.text": f"{title}{b} bits: {2 ** b} levels, scale = {float(p.scale):.3g}"}]))
+    p = fit_params(x, bits[-1], symmetric)
+    fig.update_layout(
+        sliders=[dict(active=len(bits) - 1, currentvalue=dict(prefix="num_bits = "), steps=steps, pad=dict(t=40))],
+        title=f"{title}{bits[-1]} bits: {2 ** bits[-1]} levels, scale = {float(p.scale):.3g}",
+        height=520, margin=dict(b=150), legend=dict(orientation="h", y=-0.55),
+    )
+    fig.update_xaxes(title_text="real value x")
+    fig.update_yaxes(title_text="fake_quant(x)", row=1, col=1)
+    fig.update_yaxes(title_text="fake_quant(x) - x", row=1, col=2)
+    return fig
+
+
+def channel_ranges_figure(w, axis: int = -1, num_bits: int = 8, title: str = "") -> go.Figure:
+    """Per-channel min/max of a weight tensor, with the per-tensor grid's step for scale.
+
+    Bars span each channel's [min, max]; the dashed lines show the per-tensor range. A channel
+    narrower than a few per-tensor steps is crushed onto a handful of integer levels.
+
+    Examples
+    --------
+    >>> fig = channel_ranges_figure(np.random.default_rng(0).normal(size=(9, 4)), axis=-1)
+    >>> fig.data[0].type
+    'bar'
+    """
+    w = np.asarray(w, np.float64)
+    ax = axis % w.ndim
+    rows = np.moveaxis(w, ax, 0).reshape(w.shape[ax], -1)
+    lo, hi = rows.min(axis=1), rows.max(axis=1)
+    per_tensor = compute_params(w.min(), w.max(), num_bits, symmetric=True, narrow_range=True)
+    levels = np.array([np.unique(per_tensor.quantize(r)).size for r in rows])
+    ch = np.arange(rows.shape[0])
+    fig = go.Figure(go.Bar(x=ch, y=hi - lo, base=lo, marker_color=COLORS[0], name="channel range",
+                           customdata=levels,
+                           hovertemplate="channel %{x}<br>[%{base:.3g}, %{y:.3g} wide]"
+                                         "<br>%{customdata} distinct levels per-tensor<extra></extra>"))
+    for v in per_tensor.range:
+        fig.add_hline(y=float(v), line_dash="dash", line_color="gray")
+    fig.update_layout(title=title or "per-channel weight ranges", xaxis_title="output channel",
+                      yaxis_title="weight value", height=420, showlegend=False)
+    return fig
+
+
+def levels_used_figure(w, axis: int = -1, num_bits: int = 8) -> go.Figure:
+    """Distinct integer levels each channel uses: per-tensor vs per-channel, same bit width.
+
+    Examples
+    --------
+    >>> fig = levels_used_figure(np.random.default_rng(0).normal(size=(9, 4)))
+    >>> [t.name for t in fig.data]
+    ['per-tensor', 'per-channel']
+    """
+    w = np.asarray(w, np.float64)
+    ax = axis % w.ndim
+    rows = np.moveaxis(w, ax, 0).reshape(w.shape[ax], -1)
+    pt = fit_params(w, num_bits, symmetric=True, narrow_range=True)
+    pc = fit_params(rows, num_bits, symmetric=True, narrow_range=True, axis=0)
+    ch = np.arange(rows.shape[0])
+    used_t = [np.unique(pt.quantize(r)).size for r in rows]
+    used_c = [np.unique(q).size for q in pc.quantize(rows)]
+    qmin, qmax = integer_range(num_bits, True)
+    fig = go.Figure([go.Bar(x=ch, y=used_t, name="per-tensor", marker_color=COLORS[1]),
+                     go.Bar(x=ch, y=used_c, name="per-channel", marker_color=COLORS[0])])
+    fig.update_layout(barmode="group", yaxis_type="log", height=400,
+                      title=f"distinct {num_bits}-bit levels used by each channel (of {qmax - qmin + 1})",
+                      xaxis_title="output channel", yaxis_title="levels used (log)")
+    return fig
+
+
+def score_figure(accuracies=(0.6, 0.7, 0.8), budget_ms: float = 30.0) -> go.Figure:
+    """The LPIRC score ``accuracy / max(budget x images, runtime)`` against runtime per image.
+
+    Examples
+    --------
+    >>> len(score_figure().data)
+    3
+    """
+    from .score import lpirc_score
+
+    ms = np.linspace(5, 120, 231)
+    fig = go.Figure()
+    for i, acc in enumerate(accuracies):
+        n = 1000  # images; n images at m ms each take n * m / 1000 seconds
+        s = [lpirc_score(acc, n * m / 1000, n, budget_ms) for m in ms]
+        fig.add_trace(go.Scatter(x=ms, y=s, name=f"top-1 accuracy {acc:.0%}",
+                                 line=dict(color=COLORS[i % len(COLORS)])))
+    fig.add_vline(x=budget_ms, line_dash="dash", line_color="gray")
+    fig.update_layout(xaxis_title="runtime per image (ms)", yaxis_title="score (accuracy per second)",
+                      height=380, title=f"Faster than {budget_ms:g} ms per image earns nothing more")
+    return fig

@@ -1,0 +1,261 @@
+"""Range setters: choose the real range ``(min, max)`` a quantizer covers.
+
+Every setter has the signature ``setter(x, axis=None, num_bits=8, symmetric=False) -> (min, max)``
+and returns scalars (``axis=None``) or one value per slice along ``axis``; pass any of them as
+``range_setter`` to :func:`qlib.quantizers.fit_params`.
+
+- :func:`minmax`: the whole observed range; no clipping, the coarsest grid.
+- :func:`percentile`: ignore the outermost tails.
+- :func:`mse`: the clipping ratio that minimises the mean squared quantization error.
+- :func:`greedy_search`: the LPIRC 2018 winner's search over step size and offset that
+  minimises quantization loss plus saturation loss on a histogram of the tensor.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from ._checks import check_array, check_axis, check_num_bits
+from .quantizers import TFLITE_MIN_RANGE, compute_params, tensor_min_max
+
+
+def _channels_first(x: np.ndarray, axis: int | None) -> np.ndarray:
+    """Reshape to ``(channels, values)`` (one row when ``axis`` is None)."""
+    if axis is None:
+        return x.reshape(1, -1)
+    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+
+
+def _prepare(x, axis, num_bits):
+    x = check_array(x, "x")
+    ax = check_axis(axis, x.ndim)
+    check_num_bits(num_bits)
+    return x, ax
+
+
+def _finish(lo, hi, axis):
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    return (lo.reshape(()), hi.reshape(())) if axis is None else (lo, hi)
+
+
+def minmax(x, axis: int | None = None, num_bits: int = 8, symmetric: bool = False):
+    """The observed minimum and maximum.
+
+    Examples
+    --------
+    >>> [float(v) for v in minmax(np.array([-1.0, 0.5, 3.0]))]
+    [-1.0, 3.0]
+    """
+    x, ax = _prepare(x, axis, num_bits)
+    return tensor_min_max(x, ax)
+
+
+def percentile(x, axis: int | None = None, num_bits: int = 8, symmetric: bool = False,
+               percent: float = 99.99):
+    """Clip the tails: ``min``/``max`` at the ``100 - percent`` and ``percent`` percentiles.
+
+    Use ``functools.partial(percentile, percent=99.9)`` to pass another percent as a setter.
+
+    Examples
+    --------
+    >>> x = np.r_[np.linspace(-1, 1, 999), 100.0]      # one outlier
+    >>> lo, hi = percentile(x, percent=99.0)
+    >>> round(float(lo), 3), round(float(hi), 3)
+    (-0.98, 0.982)
+    """
+    x, ax = _prepare(x, axis, num_bits)
+    if not 50.0 < float(percent) <= 100.0:
+        raise ValueError(f"percent must be in (50, 100], got {percent!r}")
+    rows = _channels_first(x, ax)
+    lo = np.percentile(rows, 100.0 - percent, axis=1)
+    hi = np.percentile(rows, percent, axis=1)
+    return _finish(lo, hi, ax)
+
+
+def _fq_rows(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, num_bits: int, symmetric: bool):
+    """Fake-quantize each row with its own range (rows: channels x values)."""
+    p = compute_params(lo, hi, num_bits, symmetric, False, axis=0)
+    return p.fake_quant(rows)
+
+
+def mse(x, axis: int | None = None, num_bits: int = 8, symmetric: bool = False,
+        grid: int = 100):
+    """Shrink the min-max range by the factor in ``(0, 1]`` that minimises mean squared error.
+
+    For each candidate ``alpha`` in ``linspace(1/grid, 1, grid)`` the range
+    ``alpha * (min, max)`` is tried; the one with the smallest ``mean((x - fake_quant(x))**2)``
+    wins, per channel when ``axis`` is given.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal(10_000)
+    >>> lo, hi = mse(x, num_bits=4)
+    >>> bool(hi < x.max()), bool(lo > x.min())        # clipped: 4 bits cannot afford the tails
+    (True, True)
+    """
+    x, ax = _prepare(x, axis, num_bits)
+    if int(grid) < 1:
+        raise ValueError(f"grid must be >= 1, got {grid!r}")
+    rows = _channels_first(x, ax).astype(np.float64)
+    lo0, hi0 = rows.min(axis=1), rows.max(axis=1)
+    best = np.full(rows.shape[0], np.inf)
+    best_lo, best_hi = lo0.copy(), hi0.copy()
+    for alpha in np.linspace(1.0 / grid, 1.0, int(grid)):
+        lo, hi = alpha * lo0, alpha * hi0
+        err = np.mean((rows - _fq_rows(rows, lo, hi, num_bits, symmetric)) ** 2, axis=1)
+        better = err < best
+        best = np.where(better, err, best)
+        best_lo, best_hi = np.where(better, lo, best_lo), np.where(better, hi, best_hi)
+    return _finish(best_lo, best_hi, ax)
+
+
+def histogram(x, bins: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and bin centres of ``x`` over its min-max range.
+
+    Examples
+    --------
+    >>> counts, centres = histogram([0.0, 0.0, 1.0], bins=2)
+    >>> counts.tolist(), centres.tolist()
+    ([2, 1], [0.25, 0.75])
+    """
+    x = check_array(x, "x").ravel()
+    lo, hi = float(x.min()), float(x.max())
+    if hi == lo:
+        hi = lo + TFLITE_MIN_RANGE
+    counts, edges = np.histogram(x, bins=int(bins), range=(lo, hi))
+    return counts, (edges[:-1] + edges[1:]) / 2
+
+
+def quantization_loss(counts, centres, min_val: float, max_val: float, num_bits: int = 8,
+                      symmetric: bool = False) -> tuple[float, float]:
+    """The two losses the greedy search trades off, for the range ``[min_val, max_val]``.
+
+    With the grid of :func:`~qlib.quantizers.compute_params` and a histogram (``counts`` at
+    ``centres``)::
+
+        quantization loss = sum over bins inside the grid   of count * (c - fake_quant(c))**2
+        saturation loss   = sum over bins outside the grid  of count * (c - clip(c))**2
+
+    Both are divided by the total count (a mean squared error). A wider range lowers the
+    saturation loss and raises the quantization loss (a coarser step); a narrower one the reverse.
+
+    Examples
+    --------
+    >>> counts, centres = histogram(np.linspace(0, 1, 1001), bins=200)
+    >>> q_full, s_full = quantization_loss(counts, centres, 0.0, 1.0, num_bits=3)
+    >>> q_clip, s_clip = quantization_loss(counts, centres, 0.0, 0.5, num_bits=3)
+    >>> s_full == 0.0, bool(s_clip > 0), bool(q_clip < q_full)
+    (True, True, True)
+    """
+    counts = np.asarray(counts, np.float64)
+    centres = np.asarray(centres, np.float64)
+    p = compute_params(min_val, max_val, num_bits, symmetric, False)
+    lo, hi = (float(v) for v in p.range)
+    err = counts * (centres - p.fake_quant(centres)) ** 2
+    inside = (centres >= lo) & (centres <= hi)
+    total = counts.sum()
+    return float(err[inside].sum() / total), float(err[~inside].sum() / total)
+
+
+def _greedy_row(counts, centres, num_bits, symmetric, max_steps):
+    """Greedy coordinate descent on (min, max) over histogram bin positions."""
+    n = centres.size
+    width = centres[1] - centres[0] if n > 1 else TFLITE_MIN_RANGE
+    edges = np.r_[centres - width / 2, centres[-1] + width / 2]
+
+    def loss(i, j):  # range = [edges[i], edges[j]]
+        if symmetric:
+            half = max(abs(edges[i]), abs(edges[j]))
+            return sum(quantization_loss(counts, centres, -half, half, num_bits, True))
+        return sum(quantization_loss(counts, centres, edges[i], edges[j], num_bits, False))
+
+    if symmetric:
+        # one free parameter: the half-width t; shrink the larger side's magnitude
+        t_candidates = np.abs(edges)
+        order = np.argsort(t_candidates)
+        t_sorted = t_candidates[order]
+        k = n  # index into t_sorted, start at the largest magnitude
+        best = loss(order[k], order[k])
+        step = max(1, n // 8)
+        for _ in range(max_steps):
+            moved = False
+            for cand in (k - step, k + step):
+                if 0 < cand <= n:
+                    c_loss = loss(order[cand], order[cand])
+                    if c_loss < best:
+                        best, k, moved = c_loss, cand, True
+                        break
+            if not moved:
+                if step == 1:
+                    break
+                step //= 2
+        half = t_sorted[k]
+        return -half, half
+
+    i, j = 0, n
+    best = loss(i, j)
+    step = max(1, n // 8)
+    for _ in range(max_steps):
+        moves = [(i + step, j), (i, j - step), (i - step, j), (i, j + step)]
+        moves = [(a, b) for a, b in moves if 0 <= a < b <= n]
+        losses = [loss(a, b) for a, b in moves]
+        if losses and min(losses) < best:
+            best = min(losses)
+            i, j = moves[int(np.argmin(losses))]
+        elif step == 1:
+            break
+        else:
+            step //= 2
+    return edges[i], edges[j]
+
+
+def greedy_search(x, axis: int | None = None, num_bits: int = 8, symmetric: bool = False,
+                  bins: int = 512, max_steps: int = 1000):
+    """LPIRC 2018 winner's range search: step size and offset minimising quantization + saturation loss.
+
+    The grid of a uniform quantizer is fixed by its step size ``Delta = (max - min) / (2**b - 1)``
+    and its offset (``min``; the zero point). The search starts from the min-max range and walks
+    ``min`` and ``max`` over the positions of a ``bins``-bin histogram of the tensor, greedily
+    taking whichever single move (raise ``min``, lower ``max``, or undo either) most lowers
+
+    .. math:: L(\\min, \\max) = \\underbrace{\\textstyle\\sum_{c \\in [\\min,\\max]} n_c\\,(c - Q(c))^2}_{\\text{quantization loss}}
+              + \\underbrace{\\textstyle\\sum_{c \\notin [\\min,\\max]} n_c\\,(c - \\mathrm{clip}(c))^2}_{\\text{saturation loss}}
+
+    (see :func:`quantization_loss`), with a move length that starts at ``bins / 8`` and halves
+    whenever no move helps, until a move of one bin cannot lower the loss. Symmetric
+    quantizers search the half-width alone. The losses are evaluated with the exact grid the
+    quantizer will use (zero point rounded, so 0 stays representable).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.r_[rng.standard_normal(10_000), 12.0]          # a single far outlier
+    >>> lo, hi = greedy_search(x, num_bits=4)
+    >>> bool(hi < 6.0)                                          # the outlier is clipped
+    True
+    >>> def total(lo, hi):
+    ...     return sum(quantization_loss(*histogram(x, 512), lo, hi, num_bits=4))
+    >>> bool(total(lo, hi) < total(x.min(), x.max()))
+    True
+    """
+    x, ax = _prepare(x, axis, num_bits)
+    if int(bins) < 2:
+        raise ValueError(f"bins must be >= 2, got {bins!r}")
+    rows = _channels_first(x, ax)
+    lo, hi = np.empty(rows.shape[0]), np.empty(rows.shape[0])
+    for r, row in enumerate(rows):
+        counts, centres = histogram(row, bins)
+        lo[r], hi[r] = _greedy_row(counts, centres, num_bits, symmetric, int(max_steps))
+    return _finish(lo, hi, ax)
+
+
+#: Setters by name, for sweeps and figures.
+RANGE_SETTERS = {
+    "minmax": minmax,
+    "percentile": partial(percentile, percent=99.99),
+    "mse": mse,
+    "greedy": greedy_search,
+}
