@@ -44,7 +44,15 @@ MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700ae
 
 
 class MissingDataError(FileNotFoundError):
-    """A data file the book needs is not installed; the message says which command installs it."""
+    """A data file the book needs is not installed; the message says which command installs it.
+
+    It is a ``FileNotFoundError``, so ``except FileNotFoundError`` catches it too.
+
+    Examples
+    --------
+    >>> issubclass(MissingDataError, FileNotFoundError)
+    True
+    """
 
 
 def sha256_file(path) -> str:
@@ -159,3 +167,90 @@ def mobilenet_v2_state_dict() -> dict[str, np.ndarray]:
     path = mobilenet_v2_weights_path()
     data = verified_bytes(path, MOBILENET_V2_SHA256, "the ImageNet MobileNetV2 weights file")
     return load_legacy_state_dict(data)
+
+
+def preprocess(images, size: int = 32, channels: int = 3) -> np.ndarray:
+    """uint8 28x28 images to float32 network inputs in [-1, 1], zero-padded to ``size`` and
+    repeated to ``channels`` (MobileNet's input convention).
+
+    Examples
+    --------
+    >>> x = preprocess(np.full((2, 28, 28), 255, np.uint8))
+    >>> x.shape, float(x.min()), float(x.max())
+    ((2, 32, 32, 3), -1.0, 1.0)
+    """
+    images = np.asarray(images)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be a uint8 array (N, H, W), got {images.dtype} {images.shape}")
+    h, w = images.shape[1:]
+    if size < max(h, w):
+        raise ValueError(f"size {size} is smaller than the images ({h}x{w})")
+    top, left = (size - h) // 2, (size - w) // 2
+    padded = np.zeros((images.shape[0], size, size), np.uint8)
+    padded[:, top:top + h, left:left + w] = images
+    x = padded.astype(np.float32) / 127.5 - 1.0
+    return np.repeat(x[..., None], channels, axis=-1)
+
+
+class Splits(dict):
+    """Train / validation / test arrays, e.g. ``splits["x_val"]``; ``repr`` shows the sizes.
+
+    Examples
+    --------
+    >>> Splits(x_train=np.zeros((3, 2)), y_train=np.zeros(3))
+    Splits(x_train=3)
+    """
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={v.shape[0]}" for k, v in self.items() if k.startswith("x_"))
+        return f"Splits({sizes})"
+
+
+def fashion_mnist_splits(size: int = 32, channels: int = 3, val_size: int = 5000, seed: int = 0) -> Splits:
+    """Fashion-MNIST as network inputs: train minus a fixed validation split, validation, test.
+
+    The validation split (for calibration and model selection) is ``val_size`` training images
+    chosen by a seeded permutation, the same on every machine.
+
+    Examples
+    --------
+    >>> s = fashion_mnist_splits(val_size=5000)
+    >>> s
+    Splits(x_train=55000, x_val=5000, x_test=10000)
+    >>> s["x_test"].shape, s["y_test"].dtype.name
+    ((10000, 32, 32, 3), 'int64')
+    """
+    if not 0 < val_size < 60000:
+        raise ValueError(f"val_size must be between 1 and 59999, got {val_size!r}")
+    x, y = fashion_mnist("train")
+    xt, yt = fashion_mnist("test")
+    order = np.random.default_rng(seed).permutation(x.shape[0])
+    val, train = order[:val_size], np.sort(order[val_size:])
+    return Splits(
+        x_train=preprocess(x[train], size, channels), y_train=y[train].astype(np.int64),
+        x_val=preprocess(x[val], size, channels), y_val=y[val].astype(np.int64),
+        x_test=preprocess(xt, size, channels), y_test=yt.astype(np.int64),
+    )
+
+
+def one_per_class(x, y, per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``per_class`` examples of every class: the LPIRC winner's calibration set.
+
+    Examples
+    --------
+    >>> xs, ys = one_per_class(np.arange(6)[:, None], np.array([1, 0, 1, 2, 0, 2]))
+    >>> xs.ravel().tolist(), ys.tolist()
+    ([1, 0, 3], [0, 1, 2])
+    """
+    y = np.asarray(y)
+    x = np.asarray(x)
+    if x.shape[0] != y.shape[0] or y.size == 0:
+        raise ValueError(f"x and y must be non-empty with the same length, got {x.shape[0]} and {y.shape[0]}")
+    idx = []
+    for c in np.unique(y):
+        hits = np.flatnonzero(y == c)[:per_class]
+        if hits.size < per_class:
+            raise ValueError(f"class {c} has only {hits.size} example(s), {per_class} asked for")
+        idx.extend(hits.tolist())
+    idx = np.array(idx)
+    return x[idx], y[idx]
