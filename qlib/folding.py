@@ -65,7 +65,8 @@ def fold_weights(layer, bn) -> list[np.ndarray]:
     return [kernel.astype(np.float32), new_bias.astype(np.float32)]
 
 
-def rebuild(model, replace: dict | None = None, skip: set | None = None, weights: dict | None = None):
+def rebuild(model, replace: dict | None = None, skip: set | None = None, weights: dict | None = None,
+            insert_before: dict | None = None):
     """Copy a functional model, swapping layers by name; the building block of every transform.
 
     Parameters
@@ -78,6 +79,9 @@ def rebuild(model, replace: dict | None = None, skip: set | None = None, weights
     weights : dict, optional
         ``{layer name: list of arrays}`` to set on the new model; every other layer keeps its
         weights.
+    insert_before : dict, optional
+        ``{layer name: new layer}``: apply the new (weightless, single-input) layer to that
+        layer's input first, e.g. an explicit ``ZeroPadding2D``.
 
     Examples
     --------
@@ -88,8 +92,9 @@ def rebuild(model, replace: dict | None = None, skip: set | None = None, weights
     """
     _check_functional(model)
     replace, skip, weights = dict(replace or {}), set(skip or ()), dict(weights or {})
+    insert_before = dict(insert_before or {})
     names = {l.name for l in model.layers}
-    for name in list(replace) + list(skip) + list(weights):
+    for name in list(replace) + list(skip) + list(weights) + list(insert_before):
         if name not in names:
             raise ValueError(f"model {model.name!r} has no layer named {name!r}")
 
@@ -101,6 +106,8 @@ def rebuild(model, replace: dict | None = None, skip: set | None = None, weights
     def call_fn(layer, *args, **kwargs):
         if layer.name in skip:
             return args[0]
+        if layer.name in insert_before:
+            args = (insert_before[layer.name](args[0]),) + args[1:]
         return layer(*args, **kwargs)
 
     # keep the input layers' names (clone_model would call them "keras_tensor...")

@@ -129,3 +129,103 @@ def _unfoldable_reason(bn, model) -> str | None:
     if len(layer._inbound_nodes) != 1:
         return f"{layer.name!r} is a shared layer"
     return None
+
+
+#: Layers a chain may pass through between two convolutions (per-channel or shape-only ops).
+PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation,
+                keras.layers.ZeroPadding2D)
+
+
+@dataclass(frozen=True)
+class SeparableBlock:
+    """A depthwise convolution with the convolutions around it, by layer name.
+
+    ``previous`` is the Conv2D whose output (through ``before``: BN, ReLU, padding) feeds the
+    depthwise layer, ``pointwise`` the 1x1 Conv2D it feeds (through ``after``). Either may be
+    ``None`` (e.g. a depthwise layer right after the input). ``previous -> depthwise ->
+    pointwise`` is the triplet cross-layer equalization walks; ``depthwise -> pointwise`` the
+    pair the quantization-friendly block changes.
+    """
+
+    depthwise: str
+    pointwise: str | None
+    previous: str | None
+    before: tuple = ()
+    after: tuple = ()
+
+    def __repr__(self) -> str:
+        chain = [self.previous, *self.before, f"[{self.depthwise}]", *self.after, self.pointwise]
+        return "SeparableBlock(" + " -> ".join(c for c in chain if c) + ")"
+
+
+def _walk(layer, model, forward: bool):
+    """Follow single-link chains through PASS_THROUGH layers to the next Conv2D (or None)."""
+    passed = []
+    current = layer
+    while True:
+        nxt = consumers(current, model) if forward else producers(current)
+        if len(nxt) != 1:
+            return None, tuple(passed)
+        current = nxt[0]
+        if forward and len(producers(current)) != 1:
+            return None, tuple(passed)
+        if isinstance(current, keras.layers.Conv2D) and not isinstance(current, keras.layers.DepthwiseConv2D):
+            return current, tuple(passed if forward else passed[::-1])
+        if not isinstance(current, PASS_THROUGH):
+            return None, tuple(passed)
+        if not forward and len(consumers(current, model)) != 1:
+            return None, tuple(passed)
+        passed.append(current.name)
+
+
+def separable_blocks(model) -> list[SeparableBlock]:
+    """Every DepthwiseConv2D of ``model`` with its neighbouring convolutions.
+
+    Works on :mod:`qlib.models` builders and on ``keras.applications`` MobileNetV2 alike.
+
+    Examples
+    --------
+    >>> from qlib.models import mobilenet_v2
+    >>> blocks = separable_blocks(mobilenet_v2(variant="standard"))
+    >>> blocks[1]
+    SeparableBlock(block2_expand -> block2_expand_bn -> block2_expand_relu -> [block2_dw] -> block2_dw_bn -> block2_dw_relu -> block2_project)
+    >>> separable_blocks(mobilenet_v2(variant="friendly"))[1].after
+    ()
+    """
+    _check_functional(model)
+    out = []
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.DepthwiseConv2D):
+            continue
+        pw, after = _walk(layer, model, forward=True)
+        prev, before = _walk(layer, model, forward=False)
+        pw_ok = pw is not None and tuple(pw.kernel_size) == (1, 1)
+        out.append(SeparableBlock(layer.name, pw.name if pw_ok else None,
+                                  prev.name if prev is not None else None,
+                                  before if prev is not None else (), after if pw_ok else ()))
+    return out
+
+
+def depthwise_pairs(model) -> list[tuple[str, str]]:
+    """``(depthwise, pointwise)`` name pairs.
+
+    Examples
+    --------
+    >>> from qlib.models import mobilenet_v1
+    >>> depthwise_pairs(mobilenet_v1())[:2]
+    [('block1_dw', 'block1_pw'), ('block2_dw', 'block2_pw')]
+    """
+    return [(b.depthwise, b.pointwise) for b in separable_blocks(model) if b.pointwise]
+
+
+def depthwise_triplets(model) -> list[tuple[str, str, str]]:
+    """``(previous conv, depthwise, pointwise)`` name triplets.
+
+    Examples
+    --------
+    >>> from qlib.models import mobilenet_v1
+    >>> depthwise_triplets(mobilenet_v1())[:2]
+    [('conv1', 'block1_dw', 'block1_pw'), ('block1_pw', 'block2_dw', 'block2_pw')]
+    """
+    return [(b.previous, b.depthwise, b.pointwise) for b in separable_blocks(model)
+            if b.pointwise and b.previous]

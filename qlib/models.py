@@ -17,6 +17,7 @@ The builders use plain ``keras.layers`` and so run on any Keras 3 backend.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 VARIANTS = ("standard", "friendly")
@@ -196,3 +197,34 @@ def build(arch: str, **kwargs) -> keras.Model:
     if arch not in builders:
         raise ValueError(f"arch must be one of {sorted(builders)}, got {arch!r}")
     return builders[arch](**kwargs)
+
+
+def layer_costs(model) -> list[dict]:
+    """Parameters and multiply-accumulates (MACs) of every layer with weights, for one image.
+
+    Conv2D: ``H_out W_out kh kw C_in C_out``; DepthwiseConv2D: ``H_out W_out kh kw C M``;
+    Dense: ``in x out``. BatchNorm has parameters but no MACs at inference (it is folded).
+
+    Examples
+    --------
+    >>> inp = keras.Input((8, 8, 4))
+    >>> x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(inp)
+    >>> x = layers.Conv2D(16, 1, use_bias=False, name="pw")(x)
+    >>> [(c["name"], c["params"], c["macs"]) for c in layer_costs(keras.Model(inp, x))]
+    [('dw', 36, 2304), ('pw', 64, 4096)]
+    """
+    out = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        params = int(sum(int(np.prod(w.shape)) for w in layer.weights))
+        macs = 0
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
+            h, w = layer.output.shape[1:3]
+            kh, kw = layer.kernel_size
+            # kernel (kh, kw, C_in, C_out) or depthwise (kh, kw, C, M): one MAC per kernel weight per pixel
+            macs = h * w * kh * kw * layer.kernel.shape[2] * layer.kernel.shape[3]
+        elif isinstance(layer, layers.Dense):
+            macs = layer.kernel.shape[0] * layer.kernel.shape[1]
+        out.append({"name": layer.name, "type": type(layer).__name__, "params": params, "macs": int(macs)})
+    return out

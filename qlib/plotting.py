@@ -162,3 +162,71 @@ def score_figure(accuracies=(0.6, 0.7, 0.8), budget_ms: float = 30.0) -> go.Figu
     fig.update_layout(xaxis_title="runtime per image (ms)", yaxis_title="score (accuracy per second)",
                       height=380, title=f"Faster than {budget_ms:g} ms per image earns nothing more")
     return fig
+
+
+_LAYER_COLORS = {"DepthwiseConv2D": "#ff7f0e", "Conv2D": "#1f77b4", "BatchNormalization": "#9467bd",
+                 "ReLU": "#2ca02c", "ZeroPadding2D": "#bbbbbb"}
+
+
+def block_diagram(chains: dict) -> go.Figure:
+    """Layer chains drawn as rows of coloured boxes, one row per label (e.g. standard vs friendly).
+
+    ``chains`` maps a row label to a list of ``(box label, layer type, layer name)``; the layer
+    name shows on hover.
+
+    Examples
+    --------
+    >>> fig = block_diagram({"a": [("depthwise", "DepthwiseConv2D", "dw"), ("pointwise", "Conv2D", "pw")]})
+    >>> len(fig.layout.shapes)
+    2
+    """
+    fig = go.Figure()
+    labels = list(chains)
+    for row, label in enumerate(labels):
+        y = len(labels) - 1 - row
+        xs, names = [], []
+        for col, (text, kind, name) in enumerate(chains[label]):
+            x0 = col * 1.3
+            fig.add_shape(type="rect", x0=x0, x1=x0 + 1, y0=y - 0.28, y1=y + 0.28, line_width=0,
+                          fillcolor=_LAYER_COLORS.get(kind, "#dddddd"), opacity=0.9)
+            fig.add_annotation(x=x0 + 0.5, y=y, text=text, showarrow=False,
+                               font=dict(size=12, color="black" if kind == "ZeroPadding2D" else "white"))
+            if col:
+                fig.add_annotation(x=x0, y=y, ax=x0 - 0.3, ay=y, xref="x", yref="y", axref="x", ayref="y",
+                                   showarrow=True, arrowhead=2, arrowwidth=1.5, text="")
+            xs.append(x0 + 0.5)
+            names.append(f"{name} ({kind})")
+        fig.add_trace(go.Scatter(x=xs, y=[y] * len(xs), mode="markers", marker=dict(opacity=0),
+                                 hovertext=names, hoverinfo="text", showlegend=False))
+    width = max(len(c) for c in chains.values())
+    fig.update_xaxes(visible=False, range=[-0.1, width * 1.3])
+    fig.update_yaxes(range=[-0.6, len(labels) - 0.4], tickvals=list(range(len(labels)))[::-1],
+                     ticktext=labels, showgrid=False, zeroline=False)
+    fig.update_layout(height=100 + 90 * len(labels), margin=dict(l=100, r=10, t=20, b=10))
+    return fig
+
+
+def top_k_figure(images: dict, probabilities: dict, names, k: int = 5) -> go.Figure:
+    """Each photo next to its top-``k`` predicted classes (one row per photo).
+
+    Examples
+    --------
+    >>> img = np.zeros((4, 4, 3), np.uint8)
+    >>> fig = top_k_figure({"x": img}, {"x": np.array([0.7, 0.2, 0.1])}, ["a", "b", "c"], k=2)
+    >>> fig.data[1].y
+    ('b', 'a')
+    """
+    fig = make_subplots(rows=len(images), cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.15,
+                        subplot_titles=[t for key in images for t in (key, f"top-{k} classes")])
+    for r, key in enumerate(images, start=1):
+        fig.add_trace(go.Image(z=images[key]), r, 1)
+        p = np.asarray(probabilities[key])
+        top = np.argsort(-p)[:k][::-1]
+        fig.add_trace(go.Bar(x=p[top], y=[names[i] for i in top], orientation="h",
+                             marker_color=COLORS[0], showlegend=False,
+                             hovertemplate="%{y}: %{x:.3f}<extra></extra>"), r, 2)
+        fig.update_xaxes(visible=False, row=r, col=1)
+        fig.update_yaxes(visible=False, row=r, col=1)
+        fig.update_xaxes(title_text="probability", range=[0, 1], row=r, col=2)
+    fig.update_layout(height=320 * len(images), margin=dict(l=20, r=20, t=40, b=20))
+    return fig
