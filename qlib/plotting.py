@@ -230,3 +230,180 @@ def top_k_figure(images: dict, probabilities: dict, names, k: int = 5) -> go.Fig
         fig.update_xaxes(title_text="probability", range=[0, 1], row=r, col=2)
     fig.update_layout(height=320 * len(images), margin=dict(l=20, r=20, t=40, b=20))
     return fig
+
+
+def _toggle(n_groups: int, per_group: int, i: int) -> list[bool]:
+    vis = [False] * (n_groups * per_group)
+    vis[i * per_group:(i + 1) * per_group] = [True] * per_group
+    return vis
+
+
+def layer_ranges_figure(kernels: dict, num_bits: int = 8, title: str = "") -> go.Figure:
+    """Per-channel weight ranges of several layers, one dropdown entry per layer (static HTML).
+
+    Each bar spans a channel's [min, max]; the dashed lines are the per-tensor grid's range;
+    hovering a bar shows how many distinct ``num_bits`` levels the per-tensor grid leaves it.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> fig = layer_ranges_figure({"a": rng.normal(size=(3, 3, 4)), "b": rng.normal(size=(3, 3, 6))})
+    >>> len(fig.data), len(fig.layout.updatemenus[0].buttons)
+    (6, 2)
+    """
+    from .analysis import channel_ranges, levels_per_channel
+
+    fig = go.Figure()
+    names = list(kernels)
+    for i, name in enumerate(names):
+        w = np.asarray(kernels[name], np.float64)
+        lo, hi = channel_ranges(w)
+        levels = levels_per_channel(w, num_bits)
+        m = float(np.abs(w).max())
+        ch = np.arange(lo.size)
+        fig.add_trace(go.Bar(x=ch, y=hi - lo, base=lo, customdata=levels, visible=i == 0, name=name,
+                             marker_color=np.where(levels < 4, COLORS[1], COLORS[0]),
+                             hovertemplate="channel %{x}: [%{base:.3g}, +%{y:.3g}]<br>"
+                                           "%{customdata} levels per-tensor<extra></extra>"))
+        for v in (-m, m):
+            fig.add_trace(go.Scatter(x=[-0.5, lo.size - 0.5], y=[v, v], mode="lines", visible=i == 0,
+                                     line=dict(dash="dash", color="gray"), hoverinfo="skip", showlegend=False))
+    buttons = [dict(label=name, method="update",
+                    args=[{"visible": _toggle(len(names), 3, i)}, {"title.text": f"{title}{name}"}])
+               for i, name in enumerate(names)]
+    fig.update_layout(updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.18, yanchor="top")],
+                      title=f"{title}{names[0]}", xaxis_title="channel", yaxis_title="folded weight",
+                      showlegend=False, height=440)
+    return fig
+
+
+def epsilon_figure(kernel, variance, gamma, epsilons, num_bits: int = 8) -> go.Figure:
+    """Slider over BatchNorm epsilon: the folded depthwise channel ranges and their 8-bit error.
+
+    ``kernel`` is the unfolded depthwise kernel ``(kh, kw, C)``; ``variance`` and ``gamma`` the
+    BN's running variance and scale. For each epsilon, the folded kernel is quantized per tensor.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> fig = epsilon_figure(rng.normal(size=(3, 3, 4)), np.array([1, 1, 1e-9, 1]), np.ones(4), [1e-5, 1e-3])
+    >>> len(fig.layout.sliders[0].steps)
+    2
+    """
+    from .quantizers import fit_params
+
+    kernel = np.asarray(kernel, np.float64)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("folded channel ranges (log scale)",
+                                                        "8-bit per-tensor error per channel (SQNR, dB)"))
+    ch = np.arange(kernel.shape[-1])
+    for i, eps in enumerate(epsilons):
+        folded = kernel * (gamma / np.sqrt(variance + eps))
+        absmax = np.abs(folded).reshape(-1, folded.shape[-1]).max(axis=0)
+        p = fit_params(folded, num_bits, symmetric=True, narrow_range=True)
+        err = ((folded - p.fake_quant(folded)) ** 2).reshape(-1, folded.shape[-1]).sum(axis=0)
+        sig = (folded ** 2).reshape(-1, folded.shape[-1]).sum(axis=0)
+        sqnr = 10 * np.log10(np.maximum(sig, 1e-300) / np.maximum(err, 1e-300))
+        tiny = variance < 1e-3
+        colors = np.where(tiny, COLORS[1], COLORS[0])
+        fig.add_trace(go.Bar(x=ch, y=absmax, marker_color=colors, visible=i == 0, showlegend=False,
+                             hovertemplate="channel %{x}: max |w| %{y:.3g}<extra></extra>"), 1, 1)
+        fig.add_trace(go.Bar(x=ch, y=np.clip(sqnr, -10, 60), marker_color=colors, visible=i == 0,
+                             showlegend=False, hovertemplate="channel %{x}: %{y:.1f} dB<extra></extra>"), 1, 2)
+    steps = [dict(method="update", label=f"{eps:.0e}", args=[{"visible": _toggle(len(epsilons), 2, i)}])
+             for i, eps in enumerate(epsilons)]
+    fig.update_layout(sliders=[dict(active=0, currentvalue=dict(prefix="epsilon = "), steps=steps, pad=dict(t=50))],
+                      height=480)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_xaxes(title_text="channel (red: running variance < 1e-3)")
+    return fig
+
+
+def range_loss_figure(x, num_bits: int = 4, bins: int = 512, steps: int = 40) -> go.Figure:
+    """Slider that clips a tensor's range: its histogram, the grid, and the two losses it trades off.
+
+    Examples
+    --------
+    >>> fig = range_loss_figure(np.random.default_rng(0).laplace(size=2000), steps=5)
+    >>> len(fig.layout.sliders[0].steps)
+    5
+    """
+    from .ranges import histogram, quantization_loss
+
+    x = np.ravel(np.asarray(x, np.float64))
+    counts, centres = histogram(x, bins)
+    lo0, hi0 = float(x.min()), float(x.max())
+    fracs = np.linspace(1.0, 0.05, steps)
+    q_loss, s_loss = zip(*[quantization_loss(counts, centres, f * lo0, f * hi0, num_bits) for f in fracs])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("histogram and the quantization grid",
+                                                        "loss against the clipping fraction"))
+    fig.add_trace(go.Bar(x=centres, y=counts, marker_color="#bbbbbb", showlegend=False), 1, 1)
+    n_fixed = 1
+    from .quantizers import compute_params
+
+    for i, f in enumerate(fracs):
+        p = compute_params(f * lo0, f * hi0, num_bits)
+        grid = (np.arange(p.qmin, p.qmax + 1) - int(p.zero_point)) * float(p.scale)
+        fig.add_trace(go.Scatter(x=np.repeat(grid, 3), y=np.tile([0, counts.max(), None], grid.size),
+                                 mode="lines", line=dict(color=COLORS[0], width=1), visible=i == 0,
+                                 name="grid", showlegend=False), 1, 1)
+    total = np.array(q_loss) + np.array(s_loss)
+    fig.add_trace(go.Scatter(x=fracs, y=q_loss, name="quantization loss", line=dict(color=COLORS[0])), 1, 2)
+    fig.add_trace(go.Scatter(x=fracs, y=s_loss, name="saturation loss", line=dict(color=COLORS[1])), 1, 2)
+    fig.add_trace(go.Scatter(x=fracs, y=total, name="total", line=dict(color="black", dash="dot")), 1, 2)
+    n_lines = 3
+    slider_steps = []
+    for i, f in enumerate(fracs):
+        vis = [True] * n_fixed + [j == i for j in range(steps)] + [True] * n_lines
+        slider_steps.append(dict(method="update", label=f"{f:.2f}",
+                                 args=[{"visible": vis},
+                                       {"title.text": f"range x {f:.2f}: quantization {q_loss[i]:.2e}, "
+                                                      f"saturation {s_loss[i]:.2e}"}]))
+    fig.update_layout(sliders=[dict(active=0, currentvalue=dict(prefix="fraction of min-max range kept: "),
+                                    steps=slider_steps, pad=dict(t=50))],
+                      title=f"range x 1.00: quantization {q_loss[0]:.2e}, saturation {s_loss[0]:.2e}",
+                      height=500, legend=dict(orientation="h", y=-0.45))
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(autorange="reversed", title_text="fraction of the min-max range", row=1, col=2)
+    return fig
+
+
+def accuracy_vs_bits_figure(records: list, models: list, x_key: str = "weight_bits", lines=None,
+                            float_acc: dict | None = None, title: str = "") -> go.Figure:
+    """Top-1 accuracy (with 95% CI) against bit width; a dropdown picks the model.
+
+    ``records`` are dicts with ``model``, ``x_key``, ``accuracy``, ``ci_low``, ``ci_high`` and
+    the fields named in ``lines``: ``{label: {field: value, ...}}`` selects one curve each.
+
+    Examples
+    --------
+    >>> recs = [dict(model="m", weight_bits=b, per_channel=pc, accuracy=a, ci_low=a - .01, ci_high=a + .01)
+    ...         for b, pc, a in [(4, False, .1), (8, False, .9), (4, True, .8), (8, True, .91)]]
+    >>> fig = accuracy_vs_bits_figure(recs, ["m"], lines={"pt": {"per_channel": False}, "pc": {"per_channel": True}})
+    >>> len(fig.data)
+    2
+    """
+    lines = lines or {}
+    fig = go.Figure()
+    per_model = len(lines) + (1 if float_acc else 0)
+    for i, model in enumerate(models):
+        for j, (label, sel) in enumerate(lines.items()):
+            rs = sorted((r for r in records if r["model"] == model and all(r.get(k) == v for k, v in sel.items())),
+                        key=lambda r: r[x_key])
+            xs = [r[x_key] for r in rs]
+            ys = np.array([r["accuracy"] for r in rs])
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, name=label, mode="lines+markers", visible=i == 0,
+                line=dict(color=COLORS[j % len(COLORS)]),
+                error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["accuracy"] for r in rs],
+                             arrayminus=[r["accuracy"] - r["ci_low"] for r in rs])))
+        if float_acc:
+            fig.add_trace(go.Scatter(x=[2, 16], y=[float_acc[model]] * 2, mode="lines", name="float",
+                                     line=dict(color="gray", dash="dash"), visible=i == 0))
+    buttons = [dict(label=m, method="update", args=[{"visible": _toggle(len(models), per_model, i)},
+                                                    {"title.text": f"{title}{m}"}]) for i, m in enumerate(models)]
+    fig.update_layout(updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.2, yanchor="top")]
+                      if len(models) > 1 else [],
+                      title=f"{title}{models[0]}", xaxis_title=x_key.replace("_", " "), yaxis_title="top-1 accuracy",
+                      yaxis_range=[0, 1], height=460, legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(type="log", tickvals=[2, 3, 4, 5, 6, 7, 8, 10, 12, 16], ticktext=[2, 3, 4, 5, 6, 7, 8, 10, 12, 16])
+    return fig

@@ -161,12 +161,15 @@ def main(argv=None):
     ap.add_argument("--refresh", action="store_true", help="recompute instead of reading data/cache")
     ap.add_argument("--quick", action="store_true", help="a few configurations only (for a smoke test)")
     ap.add_argument("--skip-imagenet", action="store_true")
+    ap.add_argument("--skip-fashion", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "sweeps" / "bits.json")
     args = ap.parse_args(argv)
     start = time.time()
-    records = sweep_fashion(args.models, args.refresh, args.quick)
+    records = [] if args.skip_fashion else sweep_fashion(args.models, args.refresh, args.quick)
     meta = {"command": " ".join(["python", "scripts/sweep_bits.py"] + (argv if argv is not None else sys.argv[1:])),
-            "calibration": "one image per class from the validation split", "test": "Fashion-MNIST test, 10,000"}
+            "keras_backend": __import__("keras").backend.backend()}
+    if not args.skip_fashion:
+        meta.update(calibration="one image per class from the validation split", test="Fashion-MNIST test, 10,000")
     if not args.skip_imagenet:
         inet, inet_meta = sweep_imagenet(args.refresh)
         records += inet
