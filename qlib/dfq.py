@@ -19,6 +19,13 @@ The pipeline, in AIMET's order:
    (the mean of a ReLU-clipped normal) or empirically from calibration data.
 
 :func:`dfq` runs all of it and returns the float model to quantize, with a :class:`DFQReport`.
+
+Unsupported layers: a conv/dense with an inline activation other than linear, or a depthwise
+layer with ``depth_multiplier > 1`` as the second layer of a pair, raise a ``ValueError`` naming
+the layer. Structures DFQ cannot rescale without changing the function (a tensor that feeds a
+residual ``Add`` as well as the next conv, a BatchNorm that does not follow a conv) are left as
+they are: such pairs are simply not formed, and unfolded BatchNorms are listed in
+``DFQReport.skipped`` with a warning.
 """
 
 from __future__ import annotations
@@ -265,6 +272,17 @@ def equalize(model, max_iterations: int = 500, tol: float = 1e-7, report: DFQRep
     return state
 
 
+def _constant_response(layer, kernel, v):
+    """Output of a conv/dense ``kernel`` (no bias) for an input equal to ``v[i]`` on every position
+    of channel ``i``, ignoring zero-padded borders: the bias change that a constant input shift
+    (absorption) or a weight error times a mean input (bias correction) amounts to."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return kernel.sum(axis=(0, 1))[:, 0] * v
+    if isinstance(layer, keras.layers.Dense):
+        return v @ kernel
+    return np.einsum("hwio,i->o", kernel, v)
+
+
 def absorb_high_biases(state: _State, report: DFQReport, n_sigma: float = 3.0):
     """High-bias absorption over equalization pairs with a ReLU between (edits ``state``)."""
     for p in equalization_pairs(state.model):
@@ -274,14 +292,7 @@ def absorb_high_biases(state: _State, report: DFQReport, n_sigma: float = 3.0):
         c = np.maximum(0.0, beta - n_sigma * gamma)
         if not np.any(c > 0):
             continue
-        l2 = state.layers[p.second]
-        k2 = state.kernel[p.second]
-        if isinstance(l2, keras.layers.DepthwiseConv2D):
-            shift = k2.sum(axis=(0, 1))[:, 0] * c
-        elif isinstance(l2, keras.layers.Dense):
-            shift = c @ k2
-        else:
-            shift = np.einsum("hwio,i->o", k2, c)
+        shift = _constant_response(state.layers[p.second], state.kernel[p.second], c)
         state.bias[p.first] = state.bias[p.first] - c
         state.stats[p.first] = (beta - c, gamma)
         state.bias[p.second] = state.bias[p.second] + shift
@@ -364,15 +375,8 @@ def correct_bias(model, quantized_weights: dict, stats: dict | None = None, cali
     for name, qk in quantized_weights.items():
         if name not in state.layers or name not in expected:
             continue
-        layer = state.layers[name]
         eps = np.asarray(qk, np.float64) - state.kernel[name]
-        ex = expected[name]
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            shift = eps.sum(axis=(0, 1))[:, 0] * ex
-        elif isinstance(layer, keras.layers.Dense):
-            shift = ex @ eps
-        else:
-            shift = np.einsum("hwio,i->o", eps, ex)
+        shift = _constant_response(state.layers[name], eps, expected[name])
         state.bias[name] = state.bias[name] - shift
         report.bias_corrections[name] = shift
     if _state is None:

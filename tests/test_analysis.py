@@ -63,3 +63,15 @@ def test_shipped_sweep_is_complete_and_consistent():
     inet = [r for r in records if r["model"] == "imagenet_mobilenet_v2"]
     assert len(inet) == 16 and all(0 <= r["agreement"] <= 1 for r in inet)
     assert all("command" in p and "keras_backend" in p for p in data["meta"]["parts"])
+
+
+def test_shipped_dfq_table_is_complete_and_dfq_helps():
+    data = json.loads((SWEEP.parent / "dfq.json").read_text())
+    recs = data["records"]
+    fm = {(r["model"], r["method"], r["weight_bits"]): r["accuracy"] for r in recs if r["model"] != "imagenet_mobilenet_v2"}
+    assert len(fm) == 4 * 5 * 5
+    assert fm[("v1_standard", "CLE+BA+BC", 4)] > fm[("v1_standard", "baseline", 4)] + 0.5
+    inet = [r for r in recs if r["model"] == "imagenet_mobilenet_v2"]
+    assert len(inet) == 5 * 5 * 2
+    sq = {r["method"]: r["sqnr_db"] for r in inet if r["weight_bits"] == 8 and r["activation_bits"] is None}
+    assert sq["baseline"] < sq["CLE"] < sq["CLE+BA"] < sq["CLE+BA+BC"]
