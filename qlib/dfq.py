@@ -83,7 +83,7 @@ def equalization_pairs(model) -> list[Pair]:
     _check_functional(model)
     pairs = []
     for layer in model.layers:
-        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+        if not isinstance(layer, WEIGHTED):
             continue
         between, relu, current = [], False, layer
         while True:
@@ -284,7 +284,21 @@ def _constant_response(layer, kernel, v):
 
 
 def absorb_high_biases(state: _State, report: DFQReport, n_sigma: float = 3.0):
-    """High-bias absorption over equalization pairs with a ReLU between (edits ``state``)."""
+    """High-bias absorption over equalization pairs with a ReLU between (edits ``state``).
+
+    ``state`` is the working copy :func:`dfq` keeps (weights, biases, BN statistics).
+
+    Examples
+    --------
+    >>> inp = keras.Input((4,))
+    >>> h = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(2, use_bias=False, name="a")(inp))
+    >>> m = keras.Model(inp, keras.layers.Dense(1, name="b")(keras.layers.ReLU()(h)))
+    >>> m.get_layer("bn").set_weights([np.ones(2), np.array([5.0, 0.0]), np.zeros(2), np.ones(2)])
+    >>> state, report = _State(*prepare(m)), DFQReport()
+    >>> _ = absorb_high_biases(state, report)
+    >>> report.absorbed["a"].round(3).tolist()            # beta - 3 gamma, where positive
+    [2.0, 0.0]
+    """
     for p in equalization_pairs(state.model):
         if not p.relu or p.first not in state.stats:
             continue
