@@ -39,10 +39,8 @@ import keras
 import numpy as np
 
 from .folding import _is_relu6, bn_scale, rebuild
-from .graph import _check_functional, batchnorm_pairs, consumers, producers
-from .quantizers import fit_params
+from .graph import WEIGHTED, _check_functional, batchnorm_pairs, consumers, producers
 
-WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 #: layers a channel scale passes through unchanged (positive scaling commutes with them)
 SCALE_INVARIANT = (keras.layers.ZeroPadding2D, keras.layers.Dropout, keras.layers.GlobalAveragePooling2D,
                    keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)
@@ -408,14 +406,10 @@ def quantized_kernels(model, num_bits: int = 8, per_channel: bool = False) -> di
     >>> len(np.unique(qk["block1_pw"])) <= 15
     True
     """
-    out = {}
-    for layer in model.layers:
-        if isinstance(layer, WEIGHTED):
-            k = layer.get_weights()[0]
-            flat = k.reshape(k.shape[:2] + (-1,)) if isinstance(layer, keras.layers.DepthwiseConv2D) else k
-            p = fit_params(flat, num_bits, symmetric=True, narrow_range=True, axis=-1 if per_channel else None)
-            out[layer.name] = p.fake_quant(flat).reshape(k.shape)
-    return out
+    from .simulate import quantize_kernel
+
+    return {layer.name: quantize_kernel(layer, layer.get_weights()[0], num_bits, per_channel)[0]
+            for layer in model.layers if isinstance(layer, WEIGHTED)}
 
 
 def dfq(model, weight_bits: int | None = 8, equalization: bool = True, bias_absorption: bool = True,

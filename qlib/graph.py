@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import keras
 
+#: Layers with a kernel and output channels: what gets quantized, folded into and equalized.
+WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 #: Layers whose output channels can absorb a following BatchNorm.
-FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+FOLDABLE = WEIGHTED
 
 
 def _check_functional(model) -> None:

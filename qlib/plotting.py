@@ -97,13 +97,13 @@ def channel_ranges_figure(w, axis: int = -1, num_bits: int = 8, title: str = "")
     >>> fig.data[0].type
     'bar'
     """
-    w = np.asarray(w, np.float64)
-    ax = axis % w.ndim
-    rows = np.moveaxis(w, ax, 0).reshape(w.shape[ax], -1)
-    lo, hi = rows.min(axis=1), rows.max(axis=1)
+    from .analysis import channel_ranges, levels_per_channel
+
+    w = np.moveaxis(np.asarray(w, np.float64), axis, -1)
+    lo, hi = channel_ranges(w)
+    levels = levels_per_channel(w, num_bits)
     per_tensor = compute_params(w.min(), w.max(), num_bits, symmetric=True, narrow_range=True)
-    levels = np.array([np.unique(per_tensor.quantize(r)).size for r in rows])
-    ch = np.arange(rows.shape[0])
+    ch = np.arange(lo.size)
     fig = go.Figure(go.Bar(x=ch, y=hi - lo, base=lo, marker_color=COLORS[0], name="channel range",
                            customdata=levels,
                            hovertemplate="channel %{x}<br>[%{base:.3g}, %{y:.3g} wide]"
@@ -124,14 +124,12 @@ def levels_used_figure(w, axis: int = -1, num_bits: int = 8) -> go.Figure:
     >>> [t.name for t in fig.data]
     ['per-tensor', 'per-channel']
     """
-    w = np.asarray(w, np.float64)
-    ax = axis % w.ndim
-    rows = np.moveaxis(w, ax, 0).reshape(w.shape[ax], -1)
-    pt = fit_params(w, num_bits, symmetric=True, narrow_range=True)
-    pc = fit_params(rows, num_bits, symmetric=True, narrow_range=True, axis=0)
-    ch = np.arange(rows.shape[0])
-    used_t = [np.unique(pt.quantize(r)).size for r in rows]
-    used_c = [np.unique(q).size for q in pc.quantize(rows)]
+    from .analysis import levels_per_channel
+
+    w = np.moveaxis(np.asarray(w, np.float64), axis, -1)
+    used_t = levels_per_channel(w, num_bits)
+    used_c = levels_per_channel(w, num_bits, per_channel=True)
+    ch = np.arange(w.shape[-1])
     qmin, qmax = integer_range(num_bits, True)
     fig = go.Figure([go.Bar(x=ch, y=used_t, name="per-tensor", marker_color=COLORS[1]),
                      go.Bar(x=ch, y=used_c, name="per-channel", marker_color=COLORS[0])])
@@ -290,8 +288,6 @@ def epsilon_figure(kernel, variance, gamma, epsilons, num_bits: int = 8) -> go.F
     >>> len(fig.layout.sliders[0].steps)
     2
     """
-    from .quantizers import fit_params
-
     kernel = np.asarray(kernel, np.float64)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("folded channel ranges (log scale)",
                                                         "8-bit per-tensor error per channel (SQNR, dB)"))
@@ -338,8 +334,6 @@ def range_loss_figure(x, num_bits: int = 4, bins: int = 512, steps: int = 40) ->
                                                         "loss against the clipping fraction"))
     fig.add_trace(go.Bar(x=centres, y=counts, marker_color="#bbbbbb", showlegend=False), 1, 1)
     n_fixed = 1
-    from .quantizers import compute_params
-
     for i, f in enumerate(fracs):
         p = compute_params(f * lo0, f * hi0, num_bits)
         grid = (np.arange(p.qmin, p.qmax + 1) - int(p.zero_point)) * float(p.scale)

@@ -23,11 +23,10 @@ import numpy as np
 
 from ._checks import check_array, check_num_bits
 from .folding import fold_batchnorm
-from .graph import _check_functional, consumers, producers
+from .graph import WEIGHTED, _check_functional, consumers, producers
 from .quantizers import compute_params, fit_params, integer_range, round_half_away
 from .ranges import minmax
 
-WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 ACTIVATIONS = (keras.layers.ReLU, keras.layers.Activation)
 PASS_THROUGH = (keras.layers.ZeroPadding2D, keras.layers.Dropout, keras.layers.Flatten,
                 keras.layers.Reshape, keras.layers.MaxPooling2D)
@@ -85,6 +84,26 @@ class FakeQuant(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_bits": self.num_bits}
+
+
+def quantize_kernel(layer, kernel, num_bits: int, per_channel: bool = False, range_setter=None):
+    """A layer's kernel quantize-dequantized the way TFLite stores weights, and its params.
+
+    Symmetric, ``narrow_range``; per tensor, or per output channel (a depthwise kernel
+    ``(kh, kw, C, M)`` has ``C*M`` output channels, in TFLite's order).
+
+    Examples
+    --------
+    >>> dw = keras.layers.DepthwiseConv2D(3); dw.build((None, 8, 8, 2))
+    >>> k, p = quantize_kernel(dw, np.ones((3, 3, 2, 1)) * [[0.5], [2.0]], 8, per_channel=True)
+    >>> p.scale.shape, bool(np.allclose(k, np.ones((3, 3, 2, 1)) * [[0.5], [2.0]]))
+    ((2,), True)
+    """
+    kernel = np.asarray(kernel)
+    flat = kernel.reshape(kernel.shape[:2] + (-1,)) if isinstance(layer, keras.layers.DepthwiseConv2D) else kernel
+    p = fit_params(flat, num_bits, symmetric=True, narrow_range=True, axis=-1 if per_channel else None,
+                   range_setter=range_setter)
+    return p.fake_quant(flat).reshape(kernel.shape), p
 
 
 def _is_activation(layer) -> bool:
@@ -278,11 +297,8 @@ class Simulator:
         return graph
 
     def _quantize_layer(self, layer, weights, bits, per_channel, setter, fqs, points, quantize_bias):
-        kernel = weights[0]
-        flat = kernel.reshape(kernel.shape[:2] + (-1,)) if isinstance(layer, keras.layers.DepthwiseConv2D) else kernel
-        p = fit_params(flat, bits, symmetric=True, narrow_range=True,
-                       axis=-1 if per_channel else None, range_setter=setter)
-        new = [p.fake_quant(flat).reshape(kernel.shape).astype(np.float32)]
+        kernel, p = quantize_kernel(layer, weights[0], bits, per_channel, setter)
+        new = [kernel.astype(np.float32)]
         if len(weights) > 1:
             bias = weights[1].astype(np.float64)
             if quantize_bias:

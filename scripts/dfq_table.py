@@ -72,12 +72,10 @@ def fashion(refresh):
 
 def imagenet(refresh):
     from qlib.imagenet import mobilenet_v2_imagenet
-    from sweep_bits import imagenet_inputs
+    from sweep_bits import imagenet_split
 
-    inputs = imagenet_inputs()
-    names = sorted(inputs)
-    calib = np.concatenate([inputs[n] for n in names[::2]])
-    x = np.concatenate([inputs[n] for n in names[1::2]])
+    calib, x, calib_names, test_names = imagenet_split()
+    names = sorted(calib_names + test_names)
     model = mobilenet_v2_imagenet()
     mhash = model_hash(model)
     ref = predict(model, x, batch_size=64)

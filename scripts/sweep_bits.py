@@ -125,14 +125,19 @@ def imagenet_inputs(seed: int = 0, crops_per_photo: int = 12):
     return out
 
 
-def sweep_imagenet(refresh):
-    from qlib.imagenet import mobilenet_v2_imagenet
-
+def imagenet_split():
+    """Calibration crops, test crops, and the photo names of each (alternate photos by name)."""
     inputs = imagenet_inputs()
     names = sorted(inputs)
     calib_names, test_names = names[::2], names[1::2]
-    calib = np.concatenate([inputs[n] for n in calib_names])
-    x = np.concatenate([inputs[n] for n in test_names])
+    return (np.concatenate([inputs[n] for n in calib_names]), np.concatenate([inputs[n] for n in test_names]),
+            calib_names, test_names)
+
+
+def sweep_imagenet(refresh):
+    from qlib.imagenet import mobilenet_v2_imagenet
+
+    calib, x, calib_names, test_names = imagenet_split()
     model = mobilenet_v2_imagenet()
     mhash = model_hash(model)
     ref = predict(model, x, batch_size=64)
