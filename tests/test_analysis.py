@@ -75,3 +75,15 @@ def test_shipped_dfq_table_is_complete_and_dfq_helps():
     assert len(inet) == 5 * 5 * 2
     sq = {r["method"]: r["sqnr_db"] for r in inet if r["weight_bits"] == 8 and r["activation_bits"] is None}
     assert sq["baseline"] < sq["CLE"] < sq["CLE+BA"] < sq["CLE+BA+BC"]
+
+
+def test_shipped_results_match_their_manifest_checksums():
+    import hashlib
+    import re
+
+    root = SWEEP.parents[2]
+    manifest = (root / "data" / "MANIFEST.md").read_text()
+    rows = re.findall(r"\| `(data/sweeps/[\w.]+)` \| `([0-9a-f]{64})` \|", manifest)
+    assert {f for f, _ in rows} == {"data/sweeps/bits.json", "data/sweeps/dfq.json"}
+    for path, digest in rows:
+        assert hashlib.sha256((root / path).read_bytes()).hexdigest() == digest, path
