@@ -119,13 +119,19 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "models")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="train on the first N training images only (a smoke test of the pipeline)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     splits = fashion_mnist_splits()
+    if args.limit:
+        splits["x_train"], splits["y_train"] = splits["x_train"][:args.limit], splits["y_train"][:args.limit]
     manifest_path = args.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for name in args.models:
         manifest[name] = train_one(name, splits, args.epochs, args.batch_size, args.seed, args.out, args.lr)
+        if args.limit:
+            manifest[name]["command"] += f" --limit {args.limit}"
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(json.dumps({k: (v["float_test_accuracy"], v["train_seconds"]) for k, v in manifest.items()}))
 
