@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from .folding import _is_relu6, bn_scale, rebuild
+from .folding import _is_relu6, rebuild
 from .graph import WEIGHTED, _check_functional, batchnorm_pairs, consumers, producers
 
 #: layers a channel scale passes through unchanged (positive scaling commutes with them)
@@ -214,12 +214,6 @@ def prepare(model):
                 n_out = k.shape[2] * k.shape[3] if isinstance(layer, keras.layers.DepthwiseConv2D) else k.shape[-1]
                 weights[layer.name] = [k, np.zeros(n_out, np.float32)]
     return rebuild(model, replace=replace, skip=skip, weights=weights), stats
-
-
-def _relu6_to_relu(model):
-    from .folding import replace_relu6
-
-    return replace_relu6(model) if any(_is_relu6(l) for l in model.layers) else model
 
 
 def equalize(model, max_iterations: int = 500, tol: float = 1e-7, report: DFQReport | None = None,

@@ -1,6 +1,5 @@
 """Model builders, the graph helper, and the shipped zoo."""
 
-import json
 import shutil
 
 import keras

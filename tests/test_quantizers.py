@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from qlib.quantizers import (
-    QuantParams,
     compute_params,
     fake_quant,
     fit_params,
