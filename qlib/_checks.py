@@ -10,6 +10,8 @@ import numbers
 
 import numpy as np
 
+__all__ = ["check_num_bits", "check_array", "check_axis", "check_min_max", "check_batch"]
+
 MIN_BITS, MAX_BITS = 2, 16
 
 
@@ -74,3 +76,18 @@ def check_min_max(min_val, max_val) -> tuple[np.ndarray, np.ndarray]:
             + (f" at channel {i}" if lo.ndim else "")
         )
     return lo, hi
+
+
+def check_batch(x, input_shape, name: str = "x") -> np.ndarray:
+    """Return ``x`` as a float32 batch whose samples have ``input_shape``, or raise saying what was expected.
+
+    ``input_shape`` is one sample's shape (``None`` matches any size), e.g. ``model.input.shape[1:]``.
+    """
+    expected = tuple(None if d is None else int(d) for d in input_shape)
+    want = "(N, " + ", ".join("?" if d is None else str(d) for d in expected) + ")"
+    arr = check_array(x, name, allow_empty=True)
+    if arr.ndim != len(expected) + 1 or any(e is not None and e != g for e, g in zip(expected, arr.shape[1:])):
+        raise ValueError(f"{name} must be a batch of inputs of shape {want} (samples first), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: pass at least one input sample, shape {want}")
+    return arr.astype(np.float32)

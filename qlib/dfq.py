@@ -19,6 +19,14 @@ The pipeline, in AIMET's order:
    (the mean of a ReLU-clipped normal) or empirically from calibration data.
 
 :func:`dfq` runs all of it and returns the float model to quantize, with a :class:`DFQReport`.
+It is a short chain of the public steps, each of which edits and records into one
+:class:`DFQState` (the folded model's float64 weights, its BN statistics and the report)::
+
+    state = DFQState.from_model(model)          # step 1
+    equalize(state)                              # step 2
+    absorb_high_biases(state)                    # step 3
+    correct_bias(state, weight_bits=8)           # step 4
+    model, report = state.to_model(), state.report
 
 Unsupported layers: a conv/dense with an inline activation other than linear, or a depthwise
 layer with ``depth_multiplier > 1`` as the second layer of a pair, raise a ``ValueError`` naming
@@ -38,18 +46,14 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from .folding import _is_relu6, rebuild
-from .graph import WEIGHTED, _check_functional, batchnorm_pairs, consumers, producers
+from ._checks import check_batch
+from .folding import fold_weights, rebuild
+from .graph import as_functional, batchnorm_pairs, walk
+from .layers import (SCALE_COMMUTING, WEIGHTED, constant_response, inline_activation, input_ranges, is_relu,
+                     is_relu6, num_outputs, output_ranges, quantize_kernel, scale_inputs, scale_outputs)
 
-#: layers a channel scale passes through unchanged (positive scaling commutes with them)
-SCALE_INVARIANT = (keras.layers.ZeroPadding2D, keras.layers.Dropout, keras.layers.GlobalAveragePooling2D,
-                   keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)
-
-
-def _is_relu(layer) -> bool:
-    if isinstance(layer, keras.layers.ReLU):
-        return layer.max_value is None and float(layer.negative_slope) == 0 and float(layer.threshold) == 0
-    return isinstance(layer, keras.layers.Activation) and getattr(layer.activation, "__name__", "") == "relu"
+__all__ = ["Pair", "equalization_pairs", "DFQReport", "DFQState", "prepare", "equalize", "absorb_high_biases",
+           "clipped_normal_mean", "correct_bias", "quantized_kernels", "dfq"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,13 @@ class Pair:
         return f"Pair({self.first} -> {' -> '.join(self.between) + ' -> ' if self.between else ''}{self.second})"
 
 
+def _equalizable(layer, passed) -> bool:
+    """A layer a channel scale passes through: one plain ReLU, and scale-commuting layers."""
+    if is_relu(layer):
+        return not any(is_relu(p) for p in passed)
+    return isinstance(layer, SCALE_COMMUTING)
+
+
 def equalization_pairs(model) -> list[Pair]:
     """Every (weighted layer, next weighted layer) pair joined by ReLU / padding / pooling only.
 
@@ -78,68 +89,25 @@ def equalization_pairs(model) -> list[Pair]:
     >>> equalization_pairs(fold_batchnorm(mobilenet_v1(variant="friendly")))[:2]
     [Pair(conv1 -> conv1_relu -> block1_dw), Pair(block1_dw -> block1_pw)]
     """
-    _check_functional(model)
+    model = as_functional(model)
     pairs = []
     for layer in model.layers:
         if not isinstance(layer, WEIGHTED):
             continue
-        between, relu, current = [], False, layer
-        while True:
-            nxt = consumers(current, model)
-            if len(nxt) != 1 or len(producers(nxt[0])) != 1:
-                break
-            current = nxt[0]
-            if isinstance(current, WEIGHTED):
-                pairs.append(Pair(layer.name, current.name, relu, tuple(between)))
-                break
-            if _is_relu(current) and not relu:
-                relu = True
-            elif not isinstance(current, SCALE_INVARIANT):
-                break
-            between.append(current.name)
+        second, between = walk(layer, model, True, _equalizable, lambda l: isinstance(l, WEIGHTED))
+        if second is not None:
+            relu = any(is_relu(model.get_layer(n)) for n in between)
+            pairs.append(Pair(layer.name, second.name, relu, between))
     return pairs
-
-
-def _out_range(layer, kernel):
-    """Per-output-channel max |w| of a first layer."""
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return np.abs(kernel).reshape(-1, kernel.shape[2] * kernel.shape[3]).max(axis=0)
-    return np.abs(kernel).reshape(-1, kernel.shape[-1]).max(axis=0)
-
-
-def _in_range(layer, kernel):
-    """Per-input-channel max |w| of a second layer."""
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        if kernel.shape[3] != 1:
-            raise ValueError(f"layer {layer.name!r}: depth_multiplier > 1 is not supported by equalization")
-        return np.abs(kernel).reshape(-1, kernel.shape[2]).max(axis=0)
-    if isinstance(layer, keras.layers.Dense):
-        return np.abs(kernel).max(axis=1)
-    return np.abs(np.moveaxis(kernel, 2, 0)).reshape(kernel.shape[2], -1).max(axis=1)
-
-
-def _scale_in(layer, kernel, s):
-    """Multiply the second layer's input channel i by s_i."""
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return kernel * s[None, None, :, None]
-    if isinstance(layer, keras.layers.Dense):
-        return kernel * s[:, None]
-    return kernel * s[None, None, :, None]
-
-
-def _scale_out(layer, kernel, s):
-    """Divide the first layer's output channel i by s_i."""
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return kernel / s.reshape(kernel.shape[2], kernel.shape[3])
-    return kernel / s
 
 
 @dataclass
 class DFQReport:
-    """What :func:`dfq` did: pairs, iterations, per-layer ranges before and after, bias shifts."""
+    """What the DFQ steps did: pairs, iterations, convergence, ranges before and after, bias shifts."""
 
     pairs: list = field(default_factory=list)
     iterations: int = 0
+    converged: bool | None = None
     ranges_before: dict = field(default_factory=dict)
     ranges_after: dict = field(default_factory=dict)
     absorbed: dict = field(default_factory=dict)
@@ -148,32 +116,94 @@ class DFQReport:
     seconds: float = 0.0
 
     def __repr__(self) -> str:
-        return (f"DFQReport({len(self.pairs)} pairs equalized in {self.iterations} iterations, "
+        conv = "" if self.converged is None else ("" if self.converged else " (NOT converged)")
+        return (f"DFQReport({len(self.pairs)} pairs equalized in {self.iterations} iterations{conv}, "
                 f"{len(self.absorbed)} high biases absorbed, {len(self.bias_corrections)} biases corrected, "
                 f"{len(self.skipped)} skipped, {self.seconds:.2f} s)")
 
 
-class _State:
-    """Weights (float64) and BN statistics of a folded model, edited in place by the DFQ steps."""
+@dataclass(repr=False)
+class DFQState:
+    """The working copy every DFQ step edits and records into.
 
-    def __init__(self, model, stats):
-        self.model = model
-        self.layers = {l.name: l for l in model.layers if isinstance(l, WEIGHTED)}
-        self.kernel = {n: np.asarray(l.get_weights()[0], np.float64) for n, l in self.layers.items()}
-        self.bias = {n: (np.asarray(l.get_weights()[1], np.float64) if l.use_bias else
-                         np.zeros(l.get_weights()[0].shape[-1] if not isinstance(l, keras.layers.DepthwiseConv2D)
-                                  else np.prod(l.get_weights()[0].shape[2:])))
-                     for n, l in self.layers.items()}
-        self.stats = {n: (np.asarray(b, np.float64), np.asarray(g, np.float64)) for n, (b, g) in stats.items()}
+    Attributes
+    ----------
+    model : keras.Model
+        The prepared model (ReLU6 -> ReLU, BN folded, a bias on every weighted layer); its weights
+        are written from ``kernel``/``bias`` by :meth:`to_model`.
+    kernel, bias : dict
+        ``{layer: float64 array}`` for every weighted layer, edited in place by the steps.
+    stats : dict
+        ``{layer: (beta, gamma)}``: the folded BN's shift and |scale| per channel, i.e. the
+        layer's pre-activation output modelled as ``N(beta, gamma**2)``.
+    report : DFQReport
+        What the steps did.
 
-    def write(self):
-        for n, layer in self.layers.items():
-            k = self.kernel[n].astype(np.float32)
-            if layer.use_bias:
-                layer.set_weights([k, self.bias[n].astype(np.float32)])
-            else:
-                layer.set_weights([k])
+    Examples
+    --------
+    >>> from qlib.models import mobilenet_v1
+    >>> state = DFQState.from_model(mobilenet_v1(alpha=0.25))
+    >>> state
+    DFQState(model='mobilenet_v1_0.25_standard', 28 weighted layers, 27 with BN statistics, DFQReport(0 pairs ...))
+    >>> state.to_model().get_layer("conv1").use_bias
+    True
+    """
+
+    model: keras.Model
+    kernel: dict
+    bias: dict
+    stats: dict
+    report: DFQReport = field(default_factory=DFQReport)
+
+    @classmethod
+    def from_model(cls, model) -> "DFQState":
+        """Step 1: prepare ``model`` (:func:`prepare`) and read its weights in float64."""
+        folded, stats = prepare(model)
+        state = cls.from_prepared(folded, stats)
+        unfolded = [l.name for l in folded.layers if isinstance(l, keras.layers.BatchNormalization)]
+        if unfolded:
+            warnings.warn(f"BatchNormalization layers left unfolded (not after a conv): {unfolded}", stacklevel=2)
+            state.report.skipped += unfolded
+        return state
+
+    @classmethod
+    def from_prepared(cls, folded, stats: dict | None = None) -> "DFQState":
+        """A state over an already prepared model and its BN statistics (from :func:`prepare`)."""
+        folded = as_functional(folded)
+        layers = [l for l in folded.layers if isinstance(l, WEIGHTED)]
+        kernel = {l.name: np.asarray(l.get_weights()[0], np.float64) for l in layers}
+        bias = {l.name: (np.asarray(l.get_weights()[1], np.float64) if l.use_bias
+                         else np.zeros(num_outputs(l, kernel[l.name]))) for l in layers}
+        stats = {n: (np.asarray(b, np.float64), np.asarray(g, np.float64)) for n, (b, g) in (stats or {}).items()}
+        return cls(folded, kernel, bias, stats)
+
+    def layer(self, name: str):
+        """The prepared model's layer ``name``."""
+        return self.model.get_layer(name)
+
+    def to_model(self) -> keras.Model:
+        """Write the edited weights into the prepared model and return it (raises on non-finite weights)."""
+        for name, k in self.kernel.items():
+            b = self.bias[name]
+            if not (np.all(np.isfinite(k)) and np.all(np.isfinite(b))):
+                raise ValueError(f"DFQ produced non-finite weights in layer {name!r}; check the model's BN "
+                                 "statistics and the calibration data for NaN/inf")
+            layer = self.model.get_layer(name)
+            layer.set_weights([k.astype(np.float32), b.astype(np.float32)] if layer.use_bias
+                              else [k.astype(np.float32)])
         return self.model
+
+    def __repr__(self) -> str:
+        return (f"DFQState(model={self.model.name!r}, {len(self.kernel)} weighted layers, "
+                f"{len(self.stats)} with BN statistics, {self.report!r})")
+
+
+def _as_state(state) -> DFQState:
+    if isinstance(state, DFQState):
+        return state
+    if isinstance(state, keras.Model):
+        return DFQState.from_model(state)
+    raise TypeError(f"expected a DFQState (DFQState.from_model(model)) or a keras.Model, got {type(state).__name__}")
 
 
 def prepare(model):
@@ -188,9 +218,7 @@ def prepare(model):
     >>> sorted(stats)[:2], stats["conv1"][0].shape
     (['block10_dw', 'block10_pw'], (8,))
     """
-    _check_functional(model)
-    from .folding import fold_weights
-
+    model = as_functional(model)
     stats, replace, weights, skip = {}, {}, {}, set()
     for pair in batchnorm_pairs(model, strict=False):
         bn, layer = model.get_layer(pair.bn), model.get_layer(pair.layer)
@@ -200,10 +228,10 @@ def prepare(model):
         weights[pair.layer] = fold_weights(layer, bn)
         skip.add(pair.bn)
     for layer in model.layers:  # one rebuild: ReLU6 -> ReLU, BN folded, a bias on every weighted layer
-        if isinstance(layer, WEIGHTED) and getattr(layer.activation, "__name__", "linear") != "linear":
-            raise ValueError(f"layer {layer.name!r}: inline activation {layer.activation.__name__!r} is not "
+        if isinstance(layer, WEIGHTED) and inline_activation(layer) != "linear":
+            raise ValueError(f"layer {layer.name!r}: inline activation {inline_activation(layer)!r} is not "
                              "supported by DFQ; use a separate ReLU layer after it")
-        if _is_relu6(layer):
+        if is_relu6(layer):
             replace[layer.name] = keras.layers.ReLU(name=layer.name)
         elif isinstance(layer, WEIGHTED) and (layer.name in weights or not layer.use_bias):
             cfg = layer.get_config()
@@ -211,74 +239,80 @@ def prepare(model):
             replace[layer.name] = layer.__class__.from_config(cfg)
             if layer.name not in weights:
                 k = layer.get_weights()[0]
-                n_out = k.shape[2] * k.shape[3] if isinstance(layer, keras.layers.DepthwiseConv2D) else k.shape[-1]
-                weights[layer.name] = [k, np.zeros(n_out, np.float32)]
+                weights[layer.name] = [k, np.zeros(num_outputs(layer, k), np.float32)]
     return rebuild(model, replace=replace, skip=skip, weights=weights), stats
 
 
-def equalize(model, max_iterations: int = 500, tol: float = 1e-7, report: DFQReport | None = None,
-             _state: _State | None = None):
-    """Cross-layer equalization; returns a model with the same function (ReLU6 made ReLU, BN folded).
+def equalize(state, max_iterations: int = 500, tol: float = 1e-7) -> DFQState:
+    """Step 2, cross-layer equalization (the float function is unchanged).
+
+    ``state`` is a :class:`DFQState` (edited in place and returned) or a Keras model (prepared
+    first). Iterates over all :func:`equalization_pairs` until no scale changes by more than
+    ``tol`` (in log) or ``max_iterations`` is reached; ``report.converged`` says which, with a
+    warning when it did not converge.
 
     Examples
     --------
     >>> from qlib.models import mobilenet_v2
     >>> m = mobilenet_v2(alpha=0.35)
-    >>> eq = equalize(m)
+    >>> state = equalize(m)
+    >>> state.report.converged, len(state.report.pairs)
+    (True, 36)
     >>> x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
-    >>> float(np.abs(eq(x).numpy() - prepare(m)[0](x).numpy()).max()) < 1e-4
+    >>> float(np.abs(state.to_model()(x).numpy() - prepare(m)[0](x).numpy()).max()) < 1e-4
     True
     """
-    state = _state or _State(*prepare(model))
-    report = report if report is not None else DFQReport()
+    state = _as_state(state)
+    if int(max_iterations) < 1:
+        raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
+    report = state.report
     pairs = equalization_pairs(state.model)
     report.pairs = pairs
+    if not pairs:
+        warnings.warn(f"model {state.model.name!r} has no pair of weighted layers joined by ReLU/padding/pooling "
+                      "only: nothing was equalized", stacklevel=2)
+        report.converged = True
+        return state
     for p in pairs:
-        report.ranges_before.setdefault(p.first, _out_range(state.layers[p.first], state.kernel[p.first]).copy())
-    for it in range(1, max_iterations + 1):
+        report.ranges_before.setdefault(p.first, output_ranges(state.layer(p.first), state.kernel[p.first]).copy())
+    report.converged = False
+    for it in range(1, int(max_iterations) + 1):
         change = 0.0
         for p in pairs:
-            l1, l2 = state.layers[p.first], state.layers[p.second]
-            r1 = _out_range(l1, state.kernel[p.first])
-            r2 = _in_range(l2, state.kernel[p.second])
+            l1, l2 = state.layer(p.first), state.layer(p.second)
+            r1 = output_ranges(l1, state.kernel[p.first])
+            r2 = input_ranges(l2, state.kernel[p.second])
             if r1.shape != r2.shape:
-                report.skipped.append(f"{p}: {r1.size} outputs vs {r2.size} inputs")
+                if it == 1:
+                    report.skipped.append(f"{p}: {r1.size} outputs vs {r2.size} inputs")
                 continue
             ok = (r1 > 0) & (r2 > 0)
             s = np.ones_like(r1)
             s[ok] = np.sqrt(r1[ok] * r2[ok]) / r2[ok]
-            state.kernel[p.first] = _scale_out(l1, state.kernel[p.first], s)
+            state.kernel[p.first] = scale_outputs(l1, state.kernel[p.first], 1.0 / s)
             state.bias[p.first] = state.bias[p.first] / s
             if p.first in state.stats:
                 beta, gamma = state.stats[p.first]
                 state.stats[p.first] = (beta / s, gamma / s)
-            state.kernel[p.second] = _scale_in(l2, state.kernel[p.second], s)
+            state.kernel[p.second] = scale_inputs(l2, state.kernel[p.second], s)
             change = max(change, float(np.max(np.abs(np.log(s)))))
         report.iterations = it
         if change < tol:
+            report.converged = True
             break
+    if not report.converged:
+        warnings.warn(f"cross-layer equalization did not converge in {max_iterations} iterations (largest log-scale "
+                      f"change {change:.2g} > tol {tol:g}); pass a larger max_iterations", stacklevel=2)
     for p in pairs:
-        report.ranges_after[p.first] = _out_range(state.layers[p.first], state.kernel[p.first]).copy()
-    if _state is None:
-        return state.write()
+        report.ranges_after[p.first] = output_ranges(state.layer(p.first), state.kernel[p.first]).copy()
     return state
 
 
-def _constant_response(layer, kernel, v):
-    """Output of a conv/dense ``kernel`` (no bias) for an input equal to ``v[i]`` on every position
-    of channel ``i``, ignoring zero-padded borders: the bias change that a constant input shift
-    (absorption) or a weight error times a mean input (bias correction) amounts to."""
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return kernel.sum(axis=(0, 1))[:, 0] * v
-    if isinstance(layer, keras.layers.Dense):
-        return v @ kernel
-    return np.einsum("hwio,i->o", kernel, v)
+def absorb_high_biases(state, n_sigma: float = 3.0) -> DFQState:
+    """Step 3, high-bias absorption over equalization pairs with a ReLU between.
 
-
-def absorb_high_biases(state: _State, report: DFQReport, n_sigma: float = 3.0):
-    """High-bias absorption over equalization pairs with a ReLU between (edits ``state``).
-
-    ``state`` is the working copy :func:`dfq` keeps (weights, biases, BN statistics).
+    Moves ``c = max(0, beta - n_sigma * gamma)`` out of the first layer's bias into the second
+    layer's bias (through its weights). ``state`` is edited in place and returned.
 
     Examples
     --------
@@ -286,11 +320,11 @@ def absorb_high_biases(state: _State, report: DFQReport, n_sigma: float = 3.0):
     >>> h = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(2, use_bias=False, name="a")(inp))
     >>> m = keras.Model(inp, keras.layers.Dense(1, name="b")(keras.layers.ReLU()(h)))
     >>> m.get_layer("bn").set_weights([np.ones(2), np.array([5.0, 0.0]), np.zeros(2), np.ones(2)])
-    >>> state, report = _State(*prepare(m)), DFQReport()
-    >>> _ = absorb_high_biases(state, report)
-    >>> report.absorbed["a"].round(3).tolist()            # beta - 3 gamma, where positive
+    >>> state = absorb_high_biases(DFQState.from_model(m))
+    >>> state.report.absorbed["a"].round(3).tolist()            # beta - 3 gamma, where positive
     [2.0, 0.0]
     """
+    state = _as_state(state)
     for p in equalization_pairs(state.model):
         if not p.relu or p.first not in state.stats:
             continue
@@ -298,11 +332,11 @@ def absorb_high_biases(state: _State, report: DFQReport, n_sigma: float = 3.0):
         c = np.maximum(0.0, beta - n_sigma * gamma)
         if not np.any(c > 0):
             continue
-        shift = _constant_response(state.layers[p.second], state.kernel[p.second], c)
+        shift = constant_response(state.layer(p.second), state.kernel[p.second], c)
         state.bias[p.first] = state.bias[p.first] - c
         state.stats[p.first] = (beta - c, gamma)
         state.bias[p.second] = state.bias[p.second] + shift
-        report.absorbed[p.first] = c
+        state.report.absorbed[p.first] = c
     return state
 
 
@@ -323,7 +357,7 @@ def clipped_normal_mean(mu, sigma):
     return sigma * pdf + mu * cdf
 
 
-def _expected_inputs(state: _State, empirical: dict | None):
+def _expected_inputs(state: DFQState, empirical: dict | None) -> dict:
     """Per layer: the expected value of each input channel, analytic from the preceding layer's
     BN stats (through ReLU or not), or empirical (from ``empirical``) when given."""
     out = {}
@@ -339,54 +373,62 @@ def _expected_inputs(state: _State, empirical: dict | None):
     return out
 
 
-def correct_bias(model, quantized_weights: dict, stats: dict | None = None, calibration_data=None,
-                 report: DFQReport | None = None, _state: _State | None = None):
-    """Subtract each layer's expected output error ``eps @ E[x]`` from its bias.
+def _mean_inputs(model, names, calibration_data) -> dict:
+    data = check_batch(calibration_data, model.input.shape[1:], "calibration_data")
+    probe = keras.Model(model.inputs, [model.get_layer(n).input for n in names])
+    outs = probe.predict(data, verbose=0)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    means = {n: o.reshape(-1, o.shape[-1]).mean(axis=0).astype(np.float64) for n, o in zip(names, outs)}
+    for n, m in means.items():
+        if not np.all(np.isfinite(m)):
+            raise ValueError(f"the calibration data gives non-finite inputs to layer {n!r}")
+    return means
+
+
+def correct_bias(state, quantized_weights: dict | None = None, weight_bits: int | None = 8,
+                 per_channel: bool = False, calibration_data=None) -> DFQState:
+    """Step 4, bias correction: subtract each layer's expected output error ``eps @ E[x]`` from its bias.
 
     Parameters
     ----------
-    model : keras.Model
-        A folded model (from :func:`prepare`/:func:`dfq`); its biases are corrected in place.
-    quantized_weights : dict
-        ``{layer name: quantize-dequantized kernel}`` (what the integer model will use).
-    stats : dict, optional
-        ``{layer: (beta, gamma)}`` of each layer's pre-activation output, for the analytic
-        (data-free) expectation of the next layer's input.
+    state : DFQState or keras.Model
+        Edited in place and returned (a model is prepared first).
+    quantized_weights : dict, optional
+        ``{layer: quantize-dequantized kernel}`` (what the integer model will use); by default every
+        weighted layer's kernel quantized to ``weight_bits`` like TFLite (:func:`quantized_kernels`).
+    weight_bits : int
+        Bit width of the default quantized weights.
+    per_channel : bool
+        Per-channel default quantized weights (per tensor otherwise).
     calibration_data : array_like, optional
-        Inputs for the empirical expectation instead (mean input of every layer).
+        Inputs for the empirical expectation (mean input of every layer) instead of the analytic
+        one from the BN statistics.
 
     Examples
     --------
     >>> from qlib.models import mobilenet_v1
-    >>> folded, stats = prepare(mobilenet_v1(alpha=0.25))
-    >>> qw = {l.name: np.round(l.get_weights()[0] * 8) / 8 for l in folded.layers if isinstance(l, WEIGHTED)}
-    >>> rep = DFQReport()
-    >>> _ = correct_bias(folded, qw, stats, report=rep)
-    >>> len(rep.bias_corrections) > 20
+    >>> state = DFQState.from_model(mobilenet_v1(alpha=0.25))
+    >>> qw = {n: np.round(k * 8) / 8 for n, k in state.kernel.items()}
+    >>> len(correct_bias(state, qw).report.bias_corrections) > 20
     True
     """
-    state = _state or _State(model, stats or {})
-    report = report if report is not None else DFQReport()
+    state = _as_state(state)
+    if quantized_weights is None:
+        if weight_bits is None:
+            raise ValueError("pass quantized_weights or weight_bits (the bit width the weights will be quantized to)")
+        quantized_weights = quantized_kernels(state.to_model(), weight_bits, per_channel)
     empirical = None
     if calibration_data is not None:
-        data = np.asarray(calibration_data, np.float32)
-        if data.shape[0] == 0:
-            raise ValueError("calibration_data is empty; pass inputs or None for the analytic correction")
-        names = [n for n in state.layers if n in quantized_weights]
-        probe = keras.Model(state.model.inputs, [state.model.get_layer(n).input for n in names])
-        outs = probe.predict(data, verbose=0)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        empirical = {n: o.reshape(-1, o.shape[-1]).mean(axis=0).astype(np.float64) for n, o in zip(names, outs)}
+        names = [n for n in state.kernel if n in quantized_weights]
+        empirical = _mean_inputs(state.to_model(), names, calibration_data)
     expected = _expected_inputs(state, empirical)
     for name, qk in quantized_weights.items():
-        if name not in state.layers or name not in expected:
+        if name not in state.kernel or name not in expected:
             continue
         eps = np.asarray(qk, np.float64) - state.kernel[name]
-        shift = _constant_response(state.layers[name], eps, expected[name])
+        shift = constant_response(state.layer(name), eps, expected[name])
         state.bias[name] = state.bias[name] - shift
-        report.bias_corrections[name] = shift
-    if _state is None:
-        return state.write()
+        state.report.bias_corrections[name] = shift
     return state
 
 
@@ -400,8 +442,7 @@ def quantized_kernels(model, num_bits: int = 8, per_channel: bool = False) -> di
     >>> len(np.unique(qk["block1_pw"])) <= 15
     True
     """
-    from .simulate import quantize_kernel
-
+    model = as_functional(model)
     return {layer.name: quantize_kernel(layer, layer.get_weights()[0], num_bits, per_channel)[0]
             for layer in model.layers if isinstance(layer, WEIGHTED)}
 
@@ -422,21 +463,13 @@ def dfq(model, weight_bits: int | None = 8, equalization: bool = True, bias_abso
     DFQReport(36 pairs equalized in ... iterations, 0 high biases absorbed, 36 biases corrected, 0 skipped, ... s)
     """
     start = time.time()
-    report = DFQReport()
-    folded, stats = prepare(model)
-    state = _State(folded, stats)
+    state = DFQState.from_model(model)
     if equalization:
-        equalize(None, report=report, _state=state)
+        equalize(state)
     if bias_absorption:
-        absorb_high_biases(state, report)
-    state.write()
+        absorb_high_biases(state)
     if bias_correction and weight_bits is not None:
-        qk = quantized_kernels(state.model, weight_bits, per_channel)
-        correct_bias(state.model, qk, calibration_data=calibration_data, report=report, _state=state)
-        state.write()
-    unsupported = [l.name for l in folded.layers if isinstance(l, keras.layers.BatchNormalization)]
-    if unsupported:
-        warnings.warn(f"BatchNormalization layers left unfolded (not after a conv): {unsupported}")
-        report.skipped += unsupported
-    report.seconds = time.time() - start
-    return state.model, report
+        correct_bias(state, weight_bits=weight_bits, per_channel=per_channel, calibration_data=calibration_data)
+    model = state.to_model()
+    state.report.seconds = time.time() - start
+    return model, state.report

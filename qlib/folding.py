@@ -16,7 +16,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .graph import FoldPair, _check_functional, batchnorm_pairs
+from .graph import FoldPair, as_functional, batchnorm_pairs
+from .layers import inline_activation, is_relu6, is_weighted, kind, scale_outputs
+
+__all__ = ["bn_scale", "fold_weights", "rebuild", "fold_batchnorm", "replace_relu6"]
 
 
 def bn_scale(bn) -> np.ndarray:
@@ -52,15 +55,10 @@ def fold_weights(layer, bn) -> list[np.ndarray]:
     s = bn_scale(bn)
     mean = np.asarray(bn.moving_mean, np.float64)
     beta = np.asarray(bn.beta, np.float64) if bn.beta is not None else 0.0
-    kernel = np.asarray(layer.kernel, np.float64)
-    bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(s.shape)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        kh, kw, c, mult = kernel.shape
-        kernel = kernel * s.reshape(c, mult)
-    elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-        kernel = kernel * s  # output channels last
-    else:
+    if not is_weighted(layer):
         raise TypeError(f"cannot fold BN into layer {layer.name!r} of type {type(layer).__name__}")
+    kernel = scale_outputs(layer, np.asarray(layer.kernel, np.float64), s)
+    bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(s.shape)
     new_bias = s * (bias - mean) + beta
     return [kernel.astype(np.float32), new_bias.astype(np.float32)]
 
@@ -90,7 +88,7 @@ def rebuild(model, replace: dict | None = None, skip: set | None = None, weights
     >>> [l.name for l in rebuild(m, skip={"r"}).layers]
     ['pixels', 'd']
     """
-    _check_functional(model)
+    model = as_functional(model)
     replace, skip, weights = dict(replace or {}), set(skip or ()), dict(weights or {})
     insert_before = dict(insert_before or {})
     names = {l.name for l in model.layers}
@@ -163,15 +161,6 @@ def fold_batchnorm(model, strict: bool = True):
     return rebuild(model, replace=replace, skip={p.bn for p in pairs}, weights=weights)
 
 
-def _is_relu6(layer) -> bool:
-    if isinstance(layer, keras.layers.ReLU):
-        return layer.max_value is not None and float(layer.max_value) == 6.0 and \
-            float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0
-    if isinstance(layer, keras.layers.Activation):
-        return getattr(layer.activation, "__name__", "") == "relu6"
-    return False
-
-
 def replace_relu6(model):
     """A copy of ``model`` with every ReLU6 (``ReLU(6.0)`` or ``Activation("relu6")``) made a plain ReLU.
 
@@ -186,13 +175,12 @@ def replace_relu6(model):
     >>> replace_relu6(m)(np.array([[-1.0, 3.0, 10.0]])).numpy().tolist()
     [[0.0, 3.0, 10.0]]
     """
-    _check_functional(model)
+    model = as_functional(model)
     replace, weights = {}, {}
     for layer in model.layers:
-        if _is_relu6(layer):
+        if is_relu6(layer):
             replace[layer.name] = keras.layers.ReLU(name=layer.name)
-        elif not isinstance(layer, keras.layers.Activation) and \
-                getattr(getattr(layer, "activation", None), "__name__", "") == "relu6":
+        elif inline_activation(layer) == "relu6":
             config = layer.get_config()  # e.g. Conv2D(..., activation="relu6")
             config["activation"] = "relu"
             replace[layer.name] = layer.__class__.from_config(config)

@@ -1,8 +1,9 @@
-"""Walk the graph of a functional tf.keras model: who feeds whom.
+"""Walk the graph of a functional Keras model: who feeds whom.
 
-Transforms (BN folding, ReLU6 replacement, later equalization) need to know which layer produces
-a layer's input and which layers consume its output. Keras keeps that in each layer's nodes; this
-module reads it once and answers by layer name.
+Transforms (BN folding, ReLU6 replacement, equalization, the simulator) need to know which layer
+produces a layer's input and which layers consume its output. Keras keeps that in each layer's
+nodes; this module reads it and answers by layer name. :func:`walk` is the one chain walker every
+transform uses; which layers it may cross is a rule from :mod:`qlib.layers`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,44 @@ from dataclasses import dataclass
 
 import keras
 
-#: Layers with a kernel and output channels: what gets quantized, folded into and equalized.
-WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
-#: Layers whose output channels can absorb a following BatchNorm.
-FOLDABLE = WEIGHTED
+from .layers import CHANNELWISE, WEIGHTED, inline_activation, is_weighted, kind
+
+__all__ = ["as_functional", "producers", "consumers", "walk", "FoldPair", "batchnorm_pairs",
+           "SeparableBlock", "separable_blocks", "depthwise_pairs", "depthwise_triplets"]
 
 
-def _check_functional(model) -> None:
+def as_functional(model):
+    """``model`` as a functional Keras model with a graph to walk (a built ``Sequential`` is converted).
+
+    A ``keras.Sequential`` is a functional graph in a list: it is wrapped in a functional model
+    that shares its layers (and weights). Subclassed and unbuilt models raise a ``TypeError``
+    that says what to do.
+
+    Examples
+    --------
+    >>> seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")], name="seq")
+    >>> m = as_functional(seq)
+    >>> [l.name for l in m.layers], m.get_layer("d") is seq.get_layer("d")
+    (['input_layer...', 'd'], True)
+    >>> as_functional("model.keras")
+    Traceback (most recent call last):
+    ...
+    TypeError: model must be a keras.Model, got str
+    """
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    if isinstance(model, keras.Sequential):
+        if not model.built or not getattr(model, "inputs", None):
+            raise TypeError(
+                f"Sequential model {model.name!r} is not built with a known input shape; start it with "
+                "keras.Input(shape) (or call model.build((None, *shape))) before passing it to qlib")
+        return keras.Model(model.inputs, model.outputs, name=model.name)
     if not hasattr(model, "_run_through_graph") or not model.built:
         raise TypeError(
-            f"model {model.name!r} must be a built functional (or Sequential) keras model; "
-            "subclassed models have no graph to walk"
+            f"model {model.name!r} must be a built functional or Sequential keras model; subclassed "
+            "models have no graph to walk: rebuild it with the functional API (keras.Input + layer calls)"
         )
+    return model
 
 
 def producers(layer) -> list:
@@ -98,7 +123,7 @@ def batchnorm_pairs(model, strict: bool = True) -> list[FoldPair]:
     >>> batchnorm_pairs(keras.Model(inp, x))
     [FoldPair(conv <- bn)]
     """
-    _check_functional(model)
+    model = as_functional(model)
     pairs = []
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization):
@@ -120,22 +145,17 @@ def _unfoldable_reason(bn, model) -> str | None:
     if axis is None or axis % ndim != ndim - 1:
         return f"it normalises axis {bn.axis}, not the last (channel) axis"
     prev = producers(bn)
-    if len(prev) != 1 or not isinstance(prev[0], FOLDABLE):
+    if len(prev) != 1 or not isinstance(prev[0], WEIGHTED):
         names = ", ".join(f"{p.name} ({type(p).__name__})" for p in prev)
         return f"its input comes from {names}, not a Conv2D, DepthwiseConv2D or Dense layer"
     layer = prev[0]
-    if getattr(layer.activation, "__name__", None) != "linear":
+    if inline_activation(layer) != "linear":
         return f"{layer.name!r} applies an activation before the BN"
     if len(consumers(layer, model)) != 1:
         return f"the output of {layer.name!r} also feeds other layers"
     if len(layer._inbound_nodes) != 1:
         return f"{layer.name!r} is a shared layer"
     return None
-
-
-#: Layers a chain may pass through between two convolutions (per-channel or shape-only ops).
-PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation,
-                keras.layers.ZeroPadding2D)
 
 
 @dataclass(frozen=True)
@@ -160,24 +180,52 @@ class SeparableBlock:
         return "SeparableBlock(" + " -> ".join(c for c in chain if c) + ")"
 
 
-def _walk(layer, model, forward: bool):
-    """Follow single-link chains through PASS_THROUGH layers to the next Conv2D (or None)."""
-    passed = []
-    current = layer
+def walk(layer, model, forward: bool = True, through=None, stop=None):
+    """Follow a one-to-one chain from ``layer`` to the next layer for which ``stop`` holds.
+
+    Forward, each step goes to the single consumer, which must have no other input; backward, to
+    the single producer, which must feed nothing else (the layer found by ``stop`` may). Layers
+    for which ``through(layer, passed)`` holds are crossed (``passed``: the layers crossed so far);
+    anything else ends the walk with ``None``.
+
+    Returns ``(stop layer or None, names of the crossed layers in graph order)``.
+
+    Examples
+    --------
+    >>> inp = keras.Input((4,))
+    >>> h = keras.layers.ReLU(name="r")(keras.layers.Dense(3, name="a")(inp))
+    >>> m = keras.Model(inp, keras.layers.Dense(2, name="b")(keras.layers.Dropout(0.1, name="drop")(h)))
+    >>> end, passed = walk(m.get_layer("a"), m, through=lambda l, _: True, stop=lambda l: l.name == "b")
+    >>> end.name, passed
+    ('b', ('r', 'drop'))
+    >>> walk(m.get_layer("b"), m, forward=False, through=lambda l, _: True, stop=lambda l: l.name == "a")[1]
+    ('r', 'drop')
+    """
+    through = through or (lambda current, passed: False)
+    stop = stop or (lambda current: False)
+    passed, current = [], layer
     while True:
         nxt = consumers(current, model) if forward else producers(current)
         if len(nxt) != 1:
-            return None, tuple(passed)
+            break
         current = nxt[0]
         if forward and len(producers(current)) != 1:
-            return None, tuple(passed)
-        if isinstance(current, keras.layers.Conv2D) and not isinstance(current, keras.layers.DepthwiseConv2D):
-            return current, tuple(passed if forward else passed[::-1])
-        if not isinstance(current, PASS_THROUGH):
-            return None, tuple(passed)
-        if not forward and len(consumers(current, model)) != 1:
-            return None, tuple(passed)
-        passed.append(current.name)
+            break
+        if stop(current):
+            names = [p.name for p in passed]
+            return current, tuple(names if forward else names[::-1])
+        if not through(current, passed) or (not forward and len(consumers(current, model)) != 1):
+            break
+        passed.append(current)
+    return None, tuple(p.name for p in passed)
+
+
+def _is_pointwise_chain_end(layer) -> bool:
+    return is_weighted(layer) and kind(layer) == "conv2d"
+
+
+def _channelwise(layer, passed) -> bool:
+    return isinstance(layer, CHANNELWISE)
 
 
 def separable_blocks(model) -> list[SeparableBlock]:
@@ -194,13 +242,13 @@ def separable_blocks(model) -> list[SeparableBlock]:
     >>> separable_blocks(mobilenet_v2(variant="friendly"))[1].after
     ()
     """
-    _check_functional(model)
+    model = as_functional(model)
     out = []
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.DepthwiseConv2D):
+        if not is_weighted(layer) or kind(layer) != "depthwise":
             continue
-        pw, after = _walk(layer, model, forward=True)
-        prev, before = _walk(layer, model, forward=False)
+        pw, after = walk(layer, model, True, _channelwise, _is_pointwise_chain_end)
+        prev, before = walk(layer, model, False, _channelwise, _is_pointwise_chain_end)
         pw_ok = pw is not None and tuple(pw.kernel_size) == (1, 1)
         out.append(SeparableBlock(layer.name, pw.name if pw_ok else None,
                                   prev.name if prev is not None else None,

@@ -16,22 +16,18 @@ each configuration, so bit-width sweeps stay fast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 
-from ._checks import check_array, check_num_bits
+from ._checks import check_batch, check_num_bits
 from .folding import fold_batchnorm
-from .graph import WEIGHTED, _check_functional, consumers, producers
-from .quantizers import compute_params, fit_params, integer_range, round_half_away
+from .graph import as_functional, consumers, producers
+from .layers import (GRID_PRESERVING, QUANTIZED_OUTPUT, WEIGHTED, inline_activation, is_fusable_activation,
+                     quantize_kernel)
+from .quantizers import compute_params, integer_range, round_half_away
 from .ranges import minmax
 
-ACTIVATIONS = (keras.layers.ReLU, keras.layers.Activation)
-PASS_THROUGH = (keras.layers.ZeroPadding2D, keras.layers.Dropout, keras.layers.Flatten,
-                keras.layers.Reshape, keras.layers.MaxPooling2D)
-QUANTIZED_OUTPUT = WEIGHTED + ACTIVATIONS + (keras.layers.Add, keras.layers.GlobalAveragePooling2D,
-                                              keras.layers.AveragePooling2D)
+__all__ = ["FakeQuant", "quantize_kernel", "quantization_points", "Simulator", "quantize_model"]
 
 
 class FakeQuant(keras.layers.Layer):
@@ -86,33 +82,6 @@ class FakeQuant(keras.layers.Layer):
         return {**super().get_config(), "num_bits": self.num_bits}
 
 
-def quantize_kernel(layer, kernel, num_bits: int, per_channel: bool = False, range_setter=None):
-    """A layer's kernel quantize-dequantized the way TFLite stores weights, and its params.
-
-    Symmetric, ``narrow_range``; per tensor, or per output channel (a depthwise kernel
-    ``(kh, kw, C, M)`` has ``C*M`` output channels, in TFLite's order).
-
-    Examples
-    --------
-    >>> dw = keras.layers.DepthwiseConv2D(3); dw.build((None, 8, 8, 2))
-    >>> k, p = quantize_kernel(dw, np.ones((3, 3, 2, 1)) * [[0.5], [2.0]], 8, per_channel=True)
-    >>> p.scale.shape, bool(np.allclose(k, np.ones((3, 3, 2, 1)) * [[0.5], [2.0]]))
-    ((2,), True)
-    """
-    kernel = np.asarray(kernel)
-    flat = kernel.reshape(kernel.shape[:2] + (-1,)) if isinstance(layer, keras.layers.DepthwiseConv2D) else kernel
-    p = fit_params(flat, num_bits, symmetric=True, narrow_range=True, axis=-1 if per_channel else None,
-                   range_setter=range_setter)
-    return p.fake_quant(flat).reshape(kernel.shape), p
-
-
-def _is_activation(layer) -> bool:
-    if isinstance(layer, keras.layers.ReLU):
-        return True
-    return isinstance(layer, keras.layers.Activation) and \
-        getattr(layer.activation, "__name__", "") in ("relu", "relu6")
-
-
 def quantization_points(model) -> list[str]:
     """Names of the layers whose outputs TFLite stores as int8 tensors (input layer included).
 
@@ -129,22 +98,25 @@ def quantization_points(model) -> list[str]:
     >>> quantization_points(keras.Model(inp, keras.layers.Dense(2, name="fc")(x)))
     ['image', 'relu', 'pool', 'fc']
     """
-    _check_functional(model)
+    model = as_functional(model)
     points = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             points.append(layer.name)
-        elif isinstance(layer, PASS_THROUGH):
+        elif isinstance(layer, GRID_PRESERVING):
             continue
         elif isinstance(layer, keras.layers.BatchNormalization):
             raise ValueError(f"layer {layer.name!r}: fold BatchNormalization first (qlib.folding.fold_batchnorm)")
         elif isinstance(layer, QUANTIZED_OUTPUT):
-            if isinstance(layer, keras.layers.Activation) and not _is_activation(layer) and \
+            if isinstance(layer, keras.layers.Activation) and not is_fusable_activation(layer) and \
                     getattr(layer.activation, "__name__", "") != "linear":
                 raise ValueError(f"layer {layer.name!r}: activation {layer.activation.__name__!r} is not "
                                  "supported by the quantization simulator (relu, relu6 and linear are)")
+            if isinstance(layer, WEIGHTED) and inline_activation(layer) not in ("linear", "relu", "relu6"):
+                raise ValueError(f"layer {layer.name!r}: inline activation {inline_activation(layer)!r} is not "
+                                 "supported by the quantization simulator (relu, relu6 and linear are)")
             nxt = consumers(layer, model)
-            fused = isinstance(layer, WEIGHTED) and len(nxt) == 1 and _is_activation(nxt[0])
+            fused = isinstance(layer, WEIGHTED) and len(nxt) == 1 and is_fusable_activation(nxt[0])
             if not fused:
                 points.append(layer.name)
         else:
@@ -162,18 +134,6 @@ def _input_point(layer, points: set) -> str:
     while current.name not in points:
         current = producers(current)[0]
     return current.name
-
-
-@dataclass(frozen=True)
-class QuantConfig:
-    """One simulated-quantization configuration (``None`` bits: keep float)."""
-
-    weight_bits: int | None = 8
-    activation_bits: int | None = 8
-    per_channel: bool = False
-    weight_range: str = "minmax"
-    activation_range: str = "minmax"
-    quantize_bias: bool = True
 
 
 class Simulator:
@@ -201,10 +161,8 @@ class Simulator:
     """
 
     def __init__(self, model, calibration_data, batch_size: int = 256):
-        _check_functional(model)
-        data = check_array(calibration_data, "calibration_data", allow_empty=True).astype(np.float32)
-        if data.ndim < 2 or data.shape[0] == 0:
-            raise ValueError("calibration_data is empty: pass at least one input sample (batch first)")
+        model = as_functional(model)
+        data = check_batch(calibration_data, model.input.shape[1:], "calibration_data")
         self.model = model
         self.folded = fold_batchnorm(model)
         self.points = quantization_points(self.folded)
@@ -326,7 +284,7 @@ def quantize_model(model, weight_bits: int | None = 8, activation_bits: int | No
     >>> quantize_model(model, 8, 8, calibration_data=x[:0])
     Traceback (most recent call last):
     ...
-    ValueError: calibration_data is empty: pass at least one input sample (batch first)
+    ValueError: calibration_data is empty: pass at least one input sample, shape (N, 32, 32, 3)
     """
     if calibration_data is None:
         if activation_bits is not None:

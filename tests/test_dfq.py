@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from factories import randomize_bn
-from qlib.dfq import (DFQReport, _State, absorb_high_biases, clipped_normal_mean, correct_bias, dfq, equalize,
-                      equalization_pairs, prepare, _in_range, _out_range)
+from qlib.dfq import (DFQState, absorb_high_biases, clipped_normal_mean, correct_bias, dfq, equalize,
+                      equalization_pairs, prepare)
+from qlib.layers import input_ranges, output_ranges
 from qlib.models import mobilenet_v1, mobilenet_v2
 
 
@@ -19,17 +20,17 @@ def _random(model, seed=0):
 def test_equalization_preserves_function(builder, variant):
     model = _random(builder(alpha=0.25, variant=variant))
     folded, _ = prepare(model)
-    eq = equalize(model)
+    eq = equalize(model).to_model()
     x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
     assert np.max(np.abs(eq(x).numpy() - folded(x).numpy())) < 1e-4
 
 
 def test_equalized_pairs_have_equal_ranges():
     model = _random(mobilenet_v1(alpha=0.25))
-    eq = equalize(model)
+    eq = equalize(model).to_model()
     for p in equalization_pairs(eq):
         l1, l2 = eq.get_layer(p.first), eq.get_layer(p.second)
-        r1, r2 = _out_range(l1, l1.get_weights()[0]), _in_range(l2, l2.get_weights()[0])
+        r1, r2 = output_ranges(l1, l1.get_weights()[0]), input_ranges(l2, l2.get_weights()[0])
         np.testing.assert_allclose(r1, r2, rtol=1e-2)  # iterated to (near) convergence
 
 
@@ -38,7 +39,7 @@ def test_imagenet_mobilenet_v2_equalization_preserves_function():
 
     m = mobilenet_v2_imagenet()
     folded, _ = prepare(m)
-    eq = equalize(m)
+    eq = equalize(m).to_model()
     real = np.concatenate([preprocess_imagenet(p) for p in sample_photos().values()])
     rnd = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
     for x in (real, rnd):
@@ -61,12 +62,9 @@ def _two_layer(beta, gamma):
 def test_high_bias_absorption_is_exact_when_preactivations_stay_high():
     beta, gamma = np.array([5.0, 0.2, 3.0, -1.0, 8.0]), np.array([0.5, 1.0, 0.1, 1.0, 2.0])
     m = _two_layer(beta, gamma)
-    folded, stats = prepare(m)
-    state = _State(folded, stats)
-    rep = DFQReport()
-    absorb_high_biases(state, rep)
-    np.testing.assert_allclose(rep.absorbed["c1"], np.maximum(0, beta - 3 * gamma))
-    absorbed = state.write()
+    state = absorb_high_biases(DFQState.from_model(m))
+    np.testing.assert_allclose(state.report.absorbed["c1"], np.maximum(0, beta - 3 * gamma))
+    absorbed = state.to_model()
     x = np.random.default_rng(0).normal(size=(8, 4, 4, 3)).astype(np.float32) * 0.01  # pre-act ~ beta
     np.testing.assert_allclose(absorbed(x).numpy(), m(x).numpy(), atol=1e-4)
     assert np.abs(absorbed.get_layer("c1").get_weights()[1]).max() < np.abs(beta).max()
@@ -84,11 +82,11 @@ def test_analytic_bias_correction_matches_brute_force_expectation():
     beta, gamma = np.array([0.5, -0.3, 1.2, 0.0, 2.0]), np.array([1.0, 0.5, 0.2, 1.5, 0.7])
     m = _two_layer(beta, gamma)
     m.get_layer("c2").set_weights([np.random.default_rng(1).normal(size=(1, 1, 5, 2)), np.zeros(2)])
-    folded, stats = prepare(m)
-    w = folded.get_layer("c2").get_weights()[0].astype(np.float64)
+    state = DFQState.from_model(m)
+    w = state.kernel["c2"]
     wq = np.round(w * 4) / 4
-    rep = DFQReport()
-    corrected = correct_bias(folded, {"c2": wq}, stats, report=rep)
+    rep = correct_bias(state, {"c2": wq}).report
+    corrected = state.to_model()
     x = np.maximum(np.random.default_rng(2).normal(beta, gamma, size=(1_000_000, 5)), 0)
     brute = (x @ (wq - w)[0, 0]).mean(axis=0)
     np.testing.assert_allclose(rep.bias_corrections["c2"], brute, atol=3e-3)
@@ -97,15 +95,15 @@ def test_analytic_bias_correction_matches_brute_force_expectation():
 
 def test_empirical_bias_correction_removes_the_mean_error():
     m = _random(mobilenet_v1(alpha=0.25))
-    folded, stats = prepare(m)
+    state = DFQState.from_model(m)
+    folded = state.to_model()
     x = np.random.default_rng(0).uniform(-1, 1, size=(16, 32, 32, 3)).astype(np.float32)
     layer = folded.get_layer("block3_pw")
     w = layer.get_weights()[0]
     wq = np.round(w * 8) / 8
     inputs = keras.Model(folded.input, layer.input).predict(x, verbose=0)
     before = (inputs.reshape(-1, inputs.shape[-1]) @ (wq - w)[0, 0]).mean(axis=0)
-    rep = DFQReport()
-    correct_bias(folded, {"block3_pw": wq}, calibration_data=x, report=rep)
+    rep = correct_bias(state, {"block3_pw": wq}, calibration_data=x).report
     np.testing.assert_allclose(rep.bias_corrections["block3_pw"], before, rtol=1e-3, atol=1e-5)
 
 
