@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from .graph import FoldPair, as_functional, batchnorm_pairs
-from .layers import inline_activation, is_relu6, is_weighted, kind, scale_outputs
+from .layers import inline_activation, is_relu6, is_weighted, scale_outputs
 
 __all__ = ["bn_scale", "fold_weights", "rebuild", "fold_batchnorm", "replace_relu6"]
 

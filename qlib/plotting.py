@@ -50,35 +50,24 @@ def quantization_grid_figure(x, bits=range(2, 9), symmetric: bool = False, title
                                                         "error of each value"))
     line = np.linspace(x.min(), x.max(), 2000)
     per_step = 4
-    for i, b in enumerate(bits):
+    for b in bits:
         p = fit_params(x, b, symmetric)
-        visible = i == len(bits) - 1
         err = p.fake_quant(x) - x
         half = float(p.scale) / 2
         fig.add_trace(go.Scatter(x=line, y=p.fake_quant(line), mode="lines", name=f"{b}-bit staircase",
-                                 line=dict(color=COLORS[0]), visible=visible), 1, 1)
+                                 line=dict(color=COLORS[0])), 1, 1)
         fig.add_trace(go.Scatter(x=x, y=p.fake_quant(x), mode="markers", name="the tensor's values",
-                                 marker=dict(size=4, color=COLORS[1]), visible=visible), 1, 1)
+                                 marker=dict(size=4, color=COLORS[1])), 1, 1)
         fig.add_trace(go.Scatter(x=x, y=err, mode="markers", name="error", showlegend=False,
-                                 marker=dict(size=4, color=COLORS[1]), visible=visible), 1, 2)
+                                 marker=dict(size=4, color=COLORS[1])), 1, 2)
         fig.add_trace(go.Scatter(x=[x.min(), x.max(), None, x.min(), x.max()],
                                  y=[half, half, None, -half, -half], mode="lines",
-                                 name="+-scale/2", line=dict(dash="dash", color="gray"),
-                                 visible=visible), 1, 2)
-    steps = []
-    for i, b in enumerate(bits):
-        vis = [False] * (per_step * len(bits))
-        vis[per_step * i: per_step * (i + 1)] = [True] * per_step
-        p = fit_params(x, b, symmetric)
-        steps.append(dict(method="update", label=str(b),
-                          args=[{"visible": vis},
-                                {"title.text": f"{title}{b} bits: {2 ** b} levels, scale = {float(p.scale):.3g}"}]))
-    p = fit_params(x, bits[-1], symmetric)
-    fig.update_layout(
-        sliders=[dict(active=len(bits) - 1, currentvalue=dict(prefix="num_bits = "), steps=steps, pad=dict(t=40))],
-        title=f"{title}{bits[-1]} bits: {2 ** bits[-1]} levels, scale = {float(p.scale):.3g}",
-        height=520, margin=dict(b=150), legend=dict(orientation="h", y=-0.55),
-    )
+                                 name="+-scale/2", line=dict(dash="dash", color="gray")), 1, 2)
+    titles = [f"{title}{b} bits: {2 ** b} levels, scale = {float(fit_params(x, b, symmetric).scale):.3g}"
+              for b in bits]
+    add_steps(fig, _groups(len(bits), per_step, bits), "slider", "num_bits = ", titles, active=len(bits) - 1,
+              pad=dict(t=40))
+    fig.update_layout(height=520, margin=dict(b=150), legend=dict(orientation="h", y=-0.55))
     fig.update_xaxes(title_text="real value x")
     fig.update_yaxes(title_text="fake_quant(x)", row=1, col=1)
     fig.update_yaxes(title_text="fake_quant(x) - x", row=1, col=2)
@@ -230,10 +219,62 @@ def top_k_figure(images: dict, probabilities: dict, names, k: int = 5) -> go.Fig
     return fig
 
 
-def _toggle(n_groups: int, per_group: int, i: int) -> list[bool]:
-    vis = [False] * (n_groups * per_group)
-    vis[i * per_group:(i + 1) * per_group] = [True] * per_group
-    return vis
+def add_steps(fig: go.Figure, steps, control: str = "slider", prefix: str = "", titles=None, active: int = 0,
+              **control_kw) -> go.Figure:
+    """Show one group of traces at a time, picked by a plotly slider or dropdown (works in static HTML).
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure
+        A figure whose traces are all added.
+    steps : list of (label, trace indices)
+        One entry per slider position or dropdown item; traces listed in no step stay visible.
+    control : {"slider", "dropdown"}
+    prefix : str
+        Slider label prefix (e.g. ``"num_bits = "``).
+    titles : list of str, optional
+        The figure title at each step.
+    active : int
+        The step shown first.
+    control_kw
+        Passed to the slider or dropdown (position, padding).
+
+    Examples
+    --------
+    >>> fig = go.Figure([go.Scatter(y=[0, 1]), go.Scatter(y=[1, 0]), go.Scatter(y=[0.5, 0.5])])
+    >>> fig = add_steps(fig, [("a", [0]), ("b", [1])], control="dropdown")
+    >>> [t.visible for t in fig.data], fig.layout.updatemenus[0].buttons[1].args[0]["visible"]
+    ([True, False, True], [False, True, True])
+    """
+    if control not in ("slider", "dropdown"):
+        raise ValueError(f"control must be 'slider' or 'dropdown', got {control!r}")
+    n = len(fig.data)
+    stepped = {j for _, idx in steps for j in idx}
+    groups = [set(idx) for _, idx in steps]
+
+    def visible(i):
+        return [j in groups[i] or j not in stepped for j in range(n)]
+
+    for j, v in enumerate(visible(active)):
+        fig.data[j].visible = v
+    entries = []
+    for i, (label, _) in enumerate(steps):
+        args = [{"visible": visible(i)}]
+        if titles is not None:
+            args.append({"title.text": titles[i]})
+        entries.append(dict(method="update", label=str(label), args=args))
+    if control == "slider":
+        fig.update_layout(sliders=[dict(active=active, currentvalue=dict(prefix=prefix), steps=entries, **control_kw)])
+    else:
+        fig.update_layout(updatemenus=[dict(buttons=entries, **control_kw)])
+    if titles is not None:
+        fig.update_layout(title=titles[active])
+    return fig
+
+
+def _groups(n_groups: int, per_group: int, labels) -> list:
+    """Steps for traces added in equal consecutive groups, one group per label."""
+    return [(lab, list(range(i * per_group, (i + 1) * per_group))) for i, lab in enumerate(labels)]
 
 
 def layer_ranges_figure(kernels: dict, num_bits: int = 8, title: str = "") -> go.Figure:
@@ -259,19 +300,16 @@ def layer_ranges_figure(kernels: dict, num_bits: int = 8, title: str = "") -> go
         levels = levels_per_channel(w, num_bits)
         m = float(np.abs(w).max())
         ch = np.arange(lo.size)
-        fig.add_trace(go.Bar(x=ch, y=hi - lo, base=lo, customdata=levels, visible=i == 0, name=name,
+        fig.add_trace(go.Bar(x=ch, y=hi - lo, base=lo, customdata=levels, name=name,
                              marker_color=np.where(levels < 4, COLORS[1], COLORS[0]),
                              hovertemplate="channel %{x}: [%{base:.3g}, +%{y:.3g}]<br>"
                                            "%{customdata} levels per-tensor<extra></extra>"))
         for v in (-m, m):
-            fig.add_trace(go.Scatter(x=[-0.5, lo.size - 0.5], y=[v, v], mode="lines", visible=i == 0,
+            fig.add_trace(go.Scatter(x=[-0.5, lo.size - 0.5], y=[v, v], mode="lines",
                                      line=dict(dash="dash", color="gray"), hoverinfo="skip", showlegend=False))
-    buttons = [dict(label=name, method="update",
-                    args=[{"visible": _toggle(len(names), 3, i)}, {"title.text": f"{title}{name}"}])
-               for i, name in enumerate(names)]
-    fig.update_layout(updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.18, yanchor="top")],
-                      title=f"{title}{names[0]}", xaxis_title="channel", yaxis_title="folded weight",
-                      showlegend=False, height=440)
+    add_steps(fig, _groups(len(names), 3, names), "dropdown", titles=[f"{title}{n}" for n in names],
+              x=1.0, xanchor="right", y=1.18, yanchor="top")
+    fig.update_layout(xaxis_title="channel", yaxis_title="folded weight", showlegend=False, height=440)
     return fig
 
 
@@ -301,14 +339,13 @@ def epsilon_figure(kernel, variance, gamma, epsilons, num_bits: int = 8) -> go.F
         sqnr = 10 * np.log10(np.maximum(sig, 1e-300) / np.maximum(err, 1e-300))
         tiny = variance < 1e-3
         colors = np.where(tiny, COLORS[1], COLORS[0])
-        fig.add_trace(go.Bar(x=ch, y=absmax, marker_color=colors, visible=i == 0, showlegend=False,
+        fig.add_trace(go.Bar(x=ch, y=absmax, marker_color=colors, showlegend=False,
                              hovertemplate="channel %{x}: max |w| %{y:.3g}<extra></extra>"), 1, 1)
-        fig.add_trace(go.Bar(x=ch, y=np.clip(sqnr, -10, 60), marker_color=colors, visible=i == 0,
+        fig.add_trace(go.Bar(x=ch, y=np.clip(sqnr, -10, 60), marker_color=colors,
                              showlegend=False, hovertemplate="channel %{x}: %{y:.1f} dB<extra></extra>"), 1, 2)
-    steps = [dict(method="update", label=f"{eps:.0e}", args=[{"visible": _toggle(len(epsilons), 2, i)}])
-             for i, eps in enumerate(epsilons)]
-    fig.update_layout(sliders=[dict(active=0, currentvalue=dict(prefix="epsilon = "), steps=steps, pad=dict(t=50))],
-                      height=480)
+    add_steps(fig, _groups(len(epsilons), 2, [f"{eps:.0e}" for eps in epsilons]), "slider", "epsilon = ",
+              pad=dict(t=50))
+    fig.update_layout(height=480)
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_xaxes(title_text="channel (red: running variance < 1e-3)")
     return fig
@@ -338,24 +375,17 @@ def range_loss_figure(x, num_bits: int = 4, bins: int = 512, steps: int = 40) ->
         p = compute_params(f * lo0, f * hi0, num_bits)
         grid = (np.arange(p.qmin, p.qmax + 1) - int(p.zero_point)) * float(p.scale)
         fig.add_trace(go.Scatter(x=np.repeat(grid, 3), y=np.tile([0, counts.max(), None], grid.size),
-                                 mode="lines", line=dict(color=COLORS[0], width=1), visible=i == 0,
+                                 mode="lines", line=dict(color=COLORS[0], width=1),
                                  name="grid", showlegend=False), 1, 1)
     total = np.array(q_loss) + np.array(s_loss)
     fig.add_trace(go.Scatter(x=fracs, y=q_loss, name="quantization loss", line=dict(color=COLORS[0])), 1, 2)
     fig.add_trace(go.Scatter(x=fracs, y=s_loss, name="saturation loss", line=dict(color=COLORS[1])), 1, 2)
     fig.add_trace(go.Scatter(x=fracs, y=total, name="total", line=dict(color="black", dash="dot")), 1, 2)
-    n_lines = 3
-    slider_steps = []
-    for i, f in enumerate(fracs):
-        vis = [True] * n_fixed + [j == i for j in range(steps)] + [True] * n_lines
-        slider_steps.append(dict(method="update", label=f"{f:.2f}",
-                                 args=[{"visible": vis},
-                                       {"title.text": f"range x {f:.2f}: quantization {q_loss[i]:.2e}, "
-                                                      f"saturation {s_loss[i]:.2e}"}]))
-    fig.update_layout(sliders=[dict(active=0, currentvalue=dict(prefix="fraction of min-max range kept: "),
-                                    steps=slider_steps, pad=dict(t=50))],
-                      title=f"range x 1.00: quantization {q_loss[0]:.2e}, saturation {s_loss[0]:.2e}",
-                      height=500, legend=dict(orientation="h", y=-0.45))
+    add_steps(fig, [(f"{f:.2f}", [n_fixed + i]) for i, f in enumerate(fracs)], "slider",
+              "fraction of min-max range kept: ",
+              [f"range x {f:.2f}: quantization {q_loss[i]:.2e}, saturation {s_loss[i]:.2e}" for i, f in enumerate(fracs)],
+              pad=dict(t=50))
+    fig.update_layout(height=500, legend=dict(orientation="h", y=-0.45))
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(autorange="reversed", title_text="fraction of the min-max range", row=1, col=2)
     return fig
@@ -386,18 +416,17 @@ def accuracy_vs_bits_figure(records: list, models: list, x_key: str = "weight_bi
             xs = [r[x_key] for r in rs]
             ys = np.array([r["accuracy"] for r in rs])
             fig.add_trace(go.Scatter(
-                x=xs, y=ys, name=label, mode="lines+markers", visible=i == 0,
+                x=xs, y=ys, name=label, mode="lines+markers",
                 line=dict(color=COLORS[j % len(COLORS)]),
                 error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["accuracy"] for r in rs],
                              arrayminus=[r["accuracy"] - r["ci_low"] for r in rs])))
         if float_acc:
             fig.add_trace(go.Scatter(x=[2, 16], y=[float_acc[model]] * 2, mode="lines", name="float",
-                                     line=dict(color="gray", dash="dash"), visible=i == 0))
-    buttons = [dict(label=m, method="update", args=[{"visible": _toggle(len(models), per_model, i)},
-                                                    {"title.text": f"{title}{m}"}]) for i, m in enumerate(models)]
-    fig.update_layout(updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.2, yanchor="top")]
-                      if len(models) > 1 else [],
-                      title=f"{title}{models[0]}", xaxis_title=x_key.replace("_", " "), yaxis_title="top-1 accuracy",
+                                     line=dict(color="gray", dash="dash")))
+    if len(models) > 1:
+        add_steps(fig, _groups(len(models), per_model, models), "dropdown", titles=[f"{title}{m}" for m in models],
+                  x=1.0, xanchor="right", y=1.2, yanchor="top")
+    fig.update_layout(title=f"{title}{models[0]}", xaxis_title=x_key.replace("_", " "), yaxis_title="top-1 accuracy",
                       yaxis_range=[0, 1], height=460, legend=dict(orientation="h", y=-0.25))
     fig.update_xaxes(type="log", tickvals=[2, 3, 4, 5, 6, 7, 8, 10, 12, 16], ticktext=[2, 3, 4, 5, 6, 7, 8, 10, 12, 16])
     return fig
