@@ -148,8 +148,11 @@ def reference(label: str):
 
     Examples
     --------
-    >>> reference("ex-demo-double")
-    4
+    >>> @exercise("ex-demo-triple")
+    ... def _demo(answer):
+    ...     return equal(answer, 9, what="3 x 3"), 9
+    >>> reference("ex-demo-triple")
+    9
     """
     return _checker(label)(None)[1]
 
@@ -159,7 +162,7 @@ def labels() -> list[str]:
 
     Examples
     --------
-    >>> "ex-demo-double" in labels()
+    >>> isinstance(labels(), list)
     True
     """
     return sorted(_CHECKERS)
