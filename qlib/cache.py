@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = ["CACHE_DIR", "model_hash", "cache_key", "cached"]
+
 CACHE_DIR = Path(__file__).resolve().parents[1] / "data" / "cache"
 
 

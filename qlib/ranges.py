@@ -17,8 +17,10 @@ from functools import partial
 
 import numpy as np
 
-from ._checks import check_array, check_axis, check_num_bits
+from ._checks import check_array, check_axis, check_count, check_num_bits
 from .quantizers import TFLITE_MIN_RANGE, compute_params, tensor_min_max
+
+__all__ = ["minmax", "percentile", "mse", "histogram", "quantization_loss", "greedy_search", "RANGE_SETTERS"]
 
 
 def _channels_first(x: np.ndarray, axis: int | None) -> np.ndarray:
@@ -97,8 +99,7 @@ def mse(x, axis: int | None = None, num_bits: int = 8, symmetric: bool = False,
     (True, True)
     """
     x, ax = _prepare(x, axis, num_bits)
-    if int(grid) < 1:
-        raise ValueError(f"grid must be >= 1, got {grid!r}")
+    grid = check_count(grid, "grid", 1)
     rows = _channels_first(x, ax).astype(np.float64)
     lo0, hi0 = rows.min(axis=1), rows.max(axis=1)
     best = np.full(rows.shape[0], np.inf)
@@ -242,8 +243,7 @@ def greedy_search(x, axis: int | None = None, num_bits: int = 8, symmetric: bool
     True
     """
     x, ax = _prepare(x, axis, num_bits)
-    if int(bins) < 2:
-        raise ValueError(f"bins must be >= 2, got {bins!r}")
+    bins = check_count(bins, "bins", 2)
     rows = _channels_first(x, ax)
     lo, hi = np.empty(rows.shape[0]), np.empty(rows.shape[0])
     for r, row in enumerate(rows):
