@@ -70,6 +70,13 @@ def read(md: Path) -> nbformat.NotebookNode:
     return nb
 
 
+def _stable_ids(nb: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
+    """Cell ids from the position, so that writing a notebook again gives the same file."""
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"{stem[:40]}-{i}"
+    return nb
+
+
 def colab_cell(repo_url: str, branch: str) -> nbformat.NotebookNode:
     """A first cell that sets the book up on Colab (and does nothing anywhere else)."""
     source = f'''# On Colab only: fetch the book and install what it needs (Binder and `make setup` have it all).
@@ -77,6 +84,7 @@ import os, subprocess, sys
 if "google.colab" in sys.modules and not os.path.exists("/content/qbook"):
     subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}", "{repo_url}", "/content/qbook"], check=True)
     apt = [l.split("#")[0].strip() for l in open("/content/qbook/binder/apt.txt")]
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
     subprocess.run(["apt-get", "install", "-y", "-qq", *[p for p in apt if p]], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "/content/qbook/requirements.txt"], check=True)
     subprocess.run(["bash", "/content/qbook/binder/postBuild"], check=True)
@@ -91,9 +99,7 @@ def launch_notebook(md: Path) -> nbformat.NotebookNode:
     nb = read(md)
     nb, _ = ClearOutputPreprocessor().preprocess(nb, {})
     nb.cells.insert(0, colab_cell(cfg["url"], cfg.get("branch", "main")))
-    for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives the same file
-        cell["id"] = f"{md.stem[:40]}-{i}"
-    return nb
+    return _stable_ids(nb, md.stem)
 
 
 def student_notebook(md: Path) -> nbformat.NotebookNode:
@@ -101,7 +107,7 @@ def student_notebook(md: Path) -> nbformat.NotebookNode:
     nb = read(md)
     nb, _ = TagRemovePreprocessor(remove_cell_tags={SOLUTION_TAG}).preprocess(nb, {})
     nb, _ = RegexRemovePreprocessor(patterns=SOLUTION_FENCES).preprocess(nb, {})
-    return nb
+    return _stable_ids(nb, md.stem)
 
 
 def dumps(nb: nbformat.NotebookNode) -> str:
