@@ -188,6 +188,8 @@ _INSPECT = """() => {
   out.containers = document.querySelectorAll('mjx-container').length;
   out.merrors = document.querySelectorAll('mjx-merror').length;
   out.overflow = document.documentElement.scrollWidth - window.innerWidth;
+  out.wide_tables = [...document.querySelectorAll('article table')]
+      .filter(t => t.scrollWidth > t.parentElement.clientWidth + 2).map(t => t.textContent.slice(0, 60));
   out.figures = [...document.querySelectorAll('.qbook-plotly .plotly-graph-div')].map(gd => {
     const data = gd._fullData || [];
     const visible = data.filter(t => t.visible === true);
@@ -300,7 +302,7 @@ def _visit(context, base: str, page_name: str, shot: Path, interact: bool) -> di
             r.abort()
 
     page.route("**/*", route)
-    result.update(math=0, untypeset=[], containers=0, merrors=0, overflow=0, figures=[],
+    result.update(math=0, untypeset=[], containers=0, merrors=0, overflow=0, wide_tables=[], figures=[],
                   slider_changes=None, dropdown_changes=None, exception=None, seconds=None)
     try:
         _look(page, base, page_name, shot, interact, result)
@@ -425,6 +427,14 @@ def test_page_fits_a_phone(browsed, page):
     seen = browsed[page, "phone"]
     assert seen["exception"] is None
     assert seen["overflow"] <= 1, f"the page is {seen['overflow']} px wider than the screen"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_tables_fit_the_page(browsed, page):
+    """At desktop width every table fits its column (on a phone a wide table scrolls by itself)."""
+    seen = browsed[page, "desktop"]
+    assert seen["exception"] is None
+    assert seen["wide_tables"] == []
 
 
 # Figures whose titles, legends and controls overlap or are cut off (found by this test on
