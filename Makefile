@@ -23,11 +23,20 @@ $(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-# Fashion-MNIST (Debian dataset-fashion-mnist) and a real browser for the rendered-book test
+# Fashion-MNIST (Debian dataset-fashion-mnist), a real browser for the rendered-book test, and the
+# natural photos of qlib.photos (data/photos.json): four background packages, 91 MB of downloads,
+# without recommends (lxqt-themes would pull a 200 MB icon theme)
+PHOTO_PACKAGES := mate-backgrounds lomiri-wallpapers-16.04 palapeli-data lxqt-themes
+PHOTO_CHECK    := /usr/share/lxqt/wallpapers/fog.jpg
 system-packages:
 	@if [ ! -f $(FMNIST) ] || ! command -v chromium >/dev/null; then \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist chromium >/dev/null; \
+	fi
+	@if [ ! -f $(PHOTO_CHECK) ] || [ ! -f /usr/share/palapeli/collection/citrus-fruits.jpg ] || \
+	    [ ! -d /usr/share/backgrounds/mate/nature ] || [ ! -f /usr/share/backgrounds/life_by_Aitzol_Berasategi.jpg ]; then \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(PHOTO_PACKAGES) >/dev/null; \
 	fi
 
 book: setup

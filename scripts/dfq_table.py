@@ -85,7 +85,7 @@ def imagenet(refresh, cache_dir=CACHE_DIR):
     mhash = model_hash(model)
     ref = predict(model, x, batch_size=64)
     records, reports = [], {}
-    for bits in BITS:
+    for bits in sorted(BITS, reverse=True):  # 8 bits first: the rows the book shows
         for method, kw in list(METHODS.items()) + [("per-channel", None)]:
             if kw is None:
                 sim = Simulator(model, calib, batch_size=32)
@@ -108,6 +108,8 @@ def imagenet(refresh, cache_dir=CACHE_DIR):
                 lo, hi = res["agreement_ci95_photo_bootstrap"]
                 print(f"imagenet W{bits}A{abits} {method:10s}: agreement {res['agreement']:.3f} [{lo:.3f}, {hi:.3f}] "
                       f"SQNR {res['sqnr_db']:.1f}", flush=True)
+    order = list(METHODS) + ["per-channel"]
+    records.sort(key=lambda r: (r["weight_bits"], order.index(r["method"]), r["activation_bits"] is not None))
     return records, reports, meta
 
 
