@@ -137,8 +137,11 @@ def cached(name: str, config: dict, compute, refresh: bool = False, cache_dir: P
            code=()):
     """``compute()``'s JSON-able result, from ``cache_dir/name-<key>.json`` when present.
 
-    ``code``: the modules (or dotted names) the result depends on; their :func:`code_version` is
-    added to the configuration as ``"code_version"``, so editing them makes a new key (a miss).
+    ``code``: the modules (or dotted names) the result depends on, or their :func:`code_version`
+    computed beforehand; it is added to the configuration as ``"code_version"``, so editing them
+    makes a new key (a miss). A long run should compute the version once, when it imports the
+    modules, and pass the string: the key then describes the code that is running even if a
+    file is edited meanwhile.
 
     Examples
     --------
@@ -154,7 +157,7 @@ def cached(name: str, config: dict, compute, refresh: bool = False, cache_dir: P
     2
     """
     if code:
-        config = {**config, "code_version": code_version(*code)}
+        config = {**config, "code_version": code if isinstance(code, str) else code_version(*code)}
     path = Path(cache_dir) / f"{name}-{cache_key(**config)}.json"
     if path.is_file() and not refresh:
         try:

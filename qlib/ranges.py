@@ -256,21 +256,42 @@ def _pairwise_sum(a: np.ndarray, start: np.ndarray, n: np.ndarray, rows: np.ndar
     return out
 
 
-def _losses(counts, centres, totals, rows, lo, hi, num_bits, symmetric):
-    """``sum(quantization_loss(counts[r], centres[r], l, h))`` for many (row, l, h) at once, bit for bit."""
-    cen, cnt = centres[rows], counts[rows]
+def _nonempty_bins(counts, centres):
+    """Each row's non-empty bins, in bin order: (bin index, count, centre), padded to the longest row.
+
+    Empty bins add exactly 0 to both losses, so only these need the quantizer; padding entries
+    point at a spare column ``n`` and have count 0.
+    """
+    n = counts.shape[1]
+    nnz = np.count_nonzero(counts, axis=1)
+    width = max(int(nnz.max()), 1)
+    order = np.argsort(counts == 0, axis=1, kind="stable")[:, :width]
+    real = np.arange(width) < nnz[:, None]
+    return (np.where(real, order, n), np.where(real, np.take_along_axis(counts, order, 1), 0.0),
+            np.where(real, np.take_along_axis(centres, order, 1), centres[:, :1]))
+
+
+def _losses(hist, rows, lo, hi, num_bits, symmetric):
+    """``sum(quantization_loss(counts[r], centres[r], l, h))`` for many (row, l, h) at once, bit for bit.
+
+    ``hist``: ``(counts, centres, totals, _nonempty_bins(counts, centres))`` of all rows.
+    """
+    counts, centres, totals, (bin_idx, bin_cnt, bin_cen) = hist
     p = compute_params(lo, hi, num_bits, symmetric, False, axis=0)
     grid_lo, grid_hi = p.range
-    err = cnt * (cen - p.fake_quant(cen)) ** 2
+    cen = bin_cen[rows]
+    n = counts.shape[1]
+    err = np.zeros((rows.shape[0], n + 1))
+    err[np.arange(rows.shape[0])[:, None], bin_idx[rows]] = bin_cnt[rows] * (cen - p.fake_quant(cen)) ** 2
+    err = err[:, :n]
     # centres ascend, so the bins inside the grid are one run [a, b): sum it, then the rest
-    a = np.count_nonzero(cen < grid_lo[:, None], axis=1)
-    b = np.count_nonzero(cen <= grid_hi[:, None], axis=1)
-    b = np.maximum(a, b)
+    a = np.count_nonzero(centres[rows] < grid_lo[:, None], axis=1)
+    b = np.maximum(a, np.count_nonzero(centres[rows] <= grid_hi[:, None], axis=1))
     inside = _pairwise_sum(err, a, b - a)
-    pos = np.arange(err.shape[1])
-    outside = np.take_along_axis(err, np.where(pos < a[:, None], pos, np.minimum(pos + (b - a)[:, None],
-                                                                                 err.shape[1] - 1)), axis=1)
-    outside = _pairwise_sum(outside, np.zeros_like(a), err.shape[1] - (b - a))
+    pos = np.arange(n)
+    outside = np.take_along_axis(err, np.where(pos < a[:, None], pos, np.minimum(pos + (b - a)[:, None], n - 1)),
+                                 axis=1)
+    outside = _pairwise_sum(outside, np.zeros_like(a), n - (b - a))
     total = totals[rows]
     return inside / total + outside / total
 
@@ -284,7 +305,10 @@ def _greedy_rows(counts, centres, num_bits, symmetric, max_steps):
     """
     counts = np.asarray(counts, np.float64)
     rows_n, n = counts.shape
-    totals = counts.sum(axis=1)
+    # the bin edges keep the histogram's dtype (float32 for float32 data), the losses use float64,
+    # both as in the reference
+    centres64 = np.asarray(centres, np.float64)
+    hist = (counts, centres64, counts.sum(axis=1), _nonempty_bins(counts, centres64))
     width = centres[:, 1] - centres[:, 0] if n > 1 else np.full(rows_n, TFLITE_MIN_RANGE)
     edges = np.concatenate([centres - width[:, None] / 2, (centres[:, -1] + width / 2)[:, None]], axis=1)
     step = np.full(rows_n, max(1, n // 8))
@@ -296,7 +320,7 @@ def _greedy_rows(counts, centres, num_bits, symmetric, max_steps):
 
         def loss(r, k):
             half = t_sorted[r, k]
-            return _losses(counts, centres, totals, r, -half, half, num_bits, True)
+            return _losses(hist, r, -half, half, num_bits, True)
 
         k = np.full(rows_n, n)
         best = loss(every, k)
@@ -323,7 +347,7 @@ def _greedy_rows(counts, centres, num_bits, symmetric, max_steps):
         return -half, half
 
     i, j = np.zeros(rows_n, np.int64), np.full(rows_n, n)
-    best = _losses(counts, centres, totals, every, edges[every, i], edges[every, j], num_bits, False)
+    best = _losses(hist, every, edges[every, i], edges[every, j], num_bits, False)
     for _ in range(max_steps):
         r = np.flatnonzero(active)
         if r.size == 0:
@@ -336,8 +360,7 @@ def _greedy_rows(counts, centres, num_bits, symmetric, max_steps):
         if m_idx.size:
             a = np.array([mv[0] for mv in moves])[m_idx, r_idx]
             b = np.array([mv[1] for mv in moves])[m_idx, r_idx]
-            losses[m_idx, r_idx] = _losses(counts, centres, totals, r[r_idx], edges[r[r_idx], a],
-                                           edges[r[r_idx], b], num_bits, False)
+            losses[m_idx, r_idx] = _losses(hist, r[r_idx], edges[r[r_idx], a], edges[r[r_idx], b], num_bits, False)
         pick = np.argmin(losses, axis=0)  # the first of equal losses, like the reference
         low = losses[pick, np.arange(r.size)]
         better = low < best[r]

@@ -19,6 +19,7 @@ and per-channel weights without DFQ, for weight bit widths 4..8:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from qlib.cache import CACHE_DIR, cached, model_hash  # noqa: E402
+from qlib.cache import CACHE_DIR, cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.dfq import dfq  # noqa: E402
 from qlib.evaluate import evaluate, predict  # noqa: E402
@@ -45,8 +46,9 @@ METHODS = {
 BITS = [4, 5, 6, 7, 8]
 
 
-FASHION_CODE = ("qlib.dfq", "qlib.simulate", "qlib.evaluate", "qlib.data", "qlib.zoo")
-IMAGENET_CODE = ("qlib.dfq", "qlib.simulate", "qlib.evaluate", "qlib.photos", "qlib.imagenet")
+# the version of the qlib code each result depends on, computed once, as this run imports it
+FASHION_CODE = code_version("qlib.dfq", "qlib.simulate", "qlib.evaluate", "qlib.data", "qlib.zoo")
+IMAGENET_CODE = code_version("qlib.dfq", "qlib.simulate", "qlib.evaluate", "qlib.photos", "qlib.imagenet")
 
 
 def fashion(refresh, cache_dir=CACHE_DIR):
@@ -87,6 +89,8 @@ def imagenet(refresh, cache_dir=CACHE_DIR):
     records, reports = [], {}
     for bits in sorted(BITS, reverse=True):  # 8 bits first: the rows the book shows
         for method, kw in list(METHODS.items()) + [("per-channel", None)]:
+            sim = None  # free the last simulator's calibration activations (GBs at 224x224) first
+            gc.collect()
             if kw is None:
                 sim = Simulator(model, calib, batch_size=32)
             else:

@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qlib.cache import CACHE_DIR, cached, model_hash  # noqa: E402
+from qlib.cache import CACHE_DIR, cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.evaluate import evaluate, fidelity, predict, wilson_interval  # noqa: E402
 from qlib.ranges import RANGE_SETTERS  # noqa: E402
@@ -93,8 +93,9 @@ def sweep_fashion(names, refresh, quick, cache_dir=CACHE_DIR):
     return records
 
 
-IMAGENET_CODE = ("qlib.simulate", "qlib.evaluate", "qlib.ranges", "qlib.photos", "qlib.imagenet")
-FASHION_CODE = ("qlib.simulate", "qlib.evaluate", "qlib.ranges", "qlib.data", "qlib.zoo")
+# the version of the qlib code each result depends on, computed once, as this run imports it
+IMAGENET_CODE = code_version("qlib.simulate", "qlib.evaluate", "qlib.ranges", "qlib.photos", "qlib.imagenet")
+FASHION_CODE = code_version("qlib.simulate", "qlib.evaluate", "qlib.ranges", "qlib.data", "qlib.zoo")
 BOOTSTRAP_SAMPLES = 10_000
 
 

@@ -67,3 +67,11 @@ def test_a_changed_module_is_a_cache_miss(package, tmp_path):
     assert len(versions) == 2
     cached("sweep", key, compute, cache_dir=cache)  # no code given: the key has no version
     assert len(calls) == 3
+
+
+def test_a_version_computed_beforehand_is_used_as_is(tmp_path):
+    v = code_version("qlib.ranges")
+    assert cached("x", {"a": 1}, lambda: 1, cache_dir=tmp_path, code=v) == 1
+    assert cached("x", {"a": 1}, lambda: 2, cache_dir=tmp_path, code=["qlib.ranges"]) == 1  # same key: a hit
+    record = json.loads(next(tmp_path.glob("x-*.json")).read_text())
+    assert record["config"]["code_version"] == v

@@ -116,6 +116,7 @@ def histograms(draw):
     rows = draw(st.integers(1, 4))
     seed = draw(st.integers(0, 2**32 - 1))
     kind = draw(st.sampled_from(["normal", "heavy", "few", "mirrored", "offset", "equal"]))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))  # activations are float32: so are their bins
     rng = np.random.default_rng(seed)
     counts, centres = [], []
     for _ in range(rows):
@@ -132,7 +133,7 @@ def histograms(draw):
             x = np.abs(rng.normal(size=500)) + rng.uniform(0, 3)
         else:  # repeated values: many equal counts
             x = np.repeat(np.linspace(-1, 1, int(rng.integers(2, 9))), 5)
-        c, m = histogram(x, bins)
+        c, m = histogram(x.astype(dtype), bins)
         counts.append(c)
         centres.append(m)
     return np.stack(counts), np.stack(centres)
