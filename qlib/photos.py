@@ -11,7 +11,9 @@ so no crop of a calibration photo is ever tested.
 - :func:`photo_inputs`: deterministic random crops and flips of them, resized to 224x224 and
   normalised like the network's training data (at least 1,000 test inputs by default).
 
-Images are decoded by Pillow, restricted to JPEG and PNG: reading them runs no code.
+Images are decoded by Pillow, restricted to JPEG and PNG: reading them runs no code. On a
+machine without the Debian packages, copy the files (same paths) under a folder and set
+``QBOOK_PHOTO_ROOT`` to it; the checksums still apply.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +62,8 @@ def photo_records(split: str | None = None) -> list[dict]:
 
 def _path(record: dict) -> Path:
     if record["package"] != "scikit-image":
-        return Path(record["path"])
+        root = os.environ.get("QBOOK_PHOTO_ROOT")  # a copy of the files elsewhere, same layout under it
+        return Path(root) / record["path"].lstrip("/") if root else Path(record["path"])
     spec = importlib.util.find_spec("skimage")  # locates the package; imports nothing
     if spec is None or not spec.submodule_search_locations:
         raise MissingDataError("scikit-image (PyPI, pinned in requirements.txt) is not installed; "
