@@ -160,6 +160,10 @@ def quantization_loss(counts, centres, min_val: float, max_val: float, num_bits:
     return float(err[inside].sum() / total), float(err[~inside].sum() / total)
 
 
+#: from this many rows (channels) on, :func:`greedy_search` searches them all at once
+_VECTORIZE_FROM = 4
+
+
 def _greedy_row_reference(counts, centres, num_bits, symmetric, max_steps):
     """Greedy coordinate descent on (min, max) over histogram bin positions, one row at a time.
 
@@ -391,6 +395,11 @@ def greedy_search(x, axis: int | None = None, num_bits: int = 8, symmetric: bool
     quantizers search the half-width alone. The losses are evaluated with the exact grid the
     quantizer will use (zero point rounded, so 0 stays representable).
 
+    Per channel (``axis`` given), all channels are searched at once, as arrays: each channel
+    makes exactly the choices it would make searched alone (same losses to the last bit, same
+    order of moves, same ties), so the ranges are identical to a loop over channels, several
+    times faster (``benchmarks/greedy_speed.py``).
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -408,8 +417,11 @@ def greedy_search(x, axis: int | None = None, num_bits: int = 8, symmetric: bool
         raise ValueError(f"bins must be >= 2, got {bins!r}")
     rows = _channels_first(x, ax)
     hists = [histogram(row, bins) for row in rows]
-    counts, centres = np.stack([h[0] for h in hists]), np.stack([h[1] for h in hists])
-    lo, hi = _greedy_rows(counts, centres, num_bits, symmetric, int(max_steps))
+    if len(hists) < _VECTORIZE_FROM:  # per tensor: the plain loop has less overhead, same answer
+        lo, hi = np.array([_greedy_row_reference(c, m, num_bits, symmetric, int(max_steps)) for c, m in hists]).T
+    else:
+        counts, centres = np.stack([h[0] for h in hists]), np.stack([h[1] for h in hists])
+        lo, hi = _greedy_rows(counts, centres, num_bits, symmetric, int(max_steps))
     return _finish(lo, hi, ax)
 
 
