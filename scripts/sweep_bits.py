@@ -118,7 +118,9 @@ def imagenet_split():
                          "(qlib.evaluate.wilson_interval); agreement_ci95_photo_bootstrap: 95% percentile interval "
                          f"of a bootstrap over test photos ({BOOTSTRAP_SAMPLES} resamples of the photos with "
                          "replacement, all crops of a drawn photo kept, seed 0). Crops of one photo are "
-                         "correlated, so the photo bootstrap is the honest one; the Wilson interval is too narrow."}
+                         "correlated, so the photo bootstrap is the honest one; the Wilson interval is too narrow. Where "
+                         "no (or every) test crop agrees, the bootstrap interval collapses to a point: read the "
+                         "Wilson interval there."}
     return calib, x, photo, meta
 
 
