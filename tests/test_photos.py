@@ -40,9 +40,9 @@ def test_inputs_are_deterministic_normalised_crops_named_by_photo():
     assert x.shape == (2 * len(photos.photo_records("calibration")), 40, 40, 3) and x.dtype == np.float32
     assert set(photo) == {r["name"] for r in photos.photo_records("calibration")}
     assert -2.2 < x.min() < x.max() < 2.7  # ImageNet normalisation of [0, 1] pixels
-    again, _ = photos.photo_inputs("calibration", crops_per_photo=2, size=40)
-    other, _ = photos.photo_inputs("calibration", crops_per_photo=2, size=40, seed=1)
-    assert np.array_equal(x, again) and not np.array_equal(x, other)
+    again, _ = photos.photo_inputs("calibration", crops_per_photo=1, size=40)
+    other, _ = photos.photo_inputs("calibration", crops_per_photo=1, size=40, seed=1)
+    assert np.array_equal(x[::2], again) and not np.array_equal(again, other)  # a photo's first crop: same
     with pytest.raises(ValueError, match="split"):
         photos.photo_inputs("train")
 

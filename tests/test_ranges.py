@@ -95,7 +95,7 @@ def test_setters_reject_bad_input():
 
 # --- the vectorized greedy search against the per-row reference it replaced ----------------------
 
-from hypothesis import given  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from qlib.ranges import _greedy_row_reference, _greedy_rows, _pairwise_sum  # noqa: E402
@@ -139,6 +139,7 @@ def histograms(draw):
     return np.stack(counts), np.stack(centres)
 
 
+@settings(max_examples=40)
 @given(histograms(), st.sampled_from([2, 3, 4, 6, 8, 16]), st.booleans())
 def test_vectorized_greedy_equals_the_per_row_reference(hist, bits, symmetric):
     counts, centres = hist
