@@ -516,9 +516,9 @@ def _ranges_bits_needed(answer):
                               "fewer than four levels"), expected
     if b in starved and starved[b] > 0:
         return Feedback(False, f"at {b} bits {starved[b]} channels still get fewer than four levels"), expected
-    if b - 1 in starved:
-        return Feedback(False, f"fewer bits suffice: at {b - 1} bits every channel already gets four levels or "
-                               "more"), expected
+    if b > expected:
+        fewer = f": at {b - 1} bits every channel already gets four levels or more" if starved.get(b - 1) == 0 else ""
+        return Feedback(False, f"fewer bits suffice{fewer}"), expected
     return Feedback(False, f"the bit width should be in 2..16, got {b}"), expected
 
 

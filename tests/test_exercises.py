@@ -82,6 +82,14 @@ def test_every_checker_rejects_wrong_types_with_a_message(bad):
         assert fb.message, label
 
 
+def _wald():
+    from qlib.zoo import manifest
+
+    p = manifest()["v1_standard"]["float_test_accuracy"]
+    half = 1.96 * math.sqrt(p * (1 - p) / 10_000)
+    return p - half, p + half
+
+
 def _kernel_stats(name):
     return exercises._imagenet_depthwise()[name][1]
 
@@ -95,6 +103,7 @@ def _kernel_stats(name):
     ("ex-fundamentals-ties", lambda r: 0.3, "not exactly halfway"),
     ("ex-fundamentals-db-per-bit", lambda r: 20 * math.log10(2), "textbook"),
     ("ex-networks-macs", lambda r: 1 / r, "upside down"),
+    ("ex-networks-wilson", lambda r: _wald(), "Wald"),
     ("ex-ranges-bits-needed", lambda r: 8, "fewer than four levels"),
     ("ex-ranges-bits-needed", lambda r: r + 2, "fewer bits suffice"),
     ("ex-zero-prune", lambda r: 2 ** r, "log2"),
