@@ -70,17 +70,14 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
 
-    import keras
-
     from qlib.data import fashion_mnist_splits, one_per_class
-    from qlib.graph import WEIGHTED
+    from qlib.layers import WEIGHTED, kind
     from qlib.simulate import Simulator, quantize_kernel
     from qlib.zoo import load_model
 
     model = load_model(args.model)
     layers = [l for l in model.layers if isinstance(l, WEIGHTED)]
-    pointwise = [l for l in layers if isinstance(l, keras.layers.Conv2D)
-                 and not isinstance(l, keras.layers.DepthwiseConv2D) and l.kernel_size == (1, 1)]
+    pointwise = [l for l in layers if kind(l) == "conv2d" and l.kernel_size == (1, 1)]
     big = max(pointwise, key=lambda l: int(np.prod(l.kernel.shape)))
     kernel = np.asarray(big.get_weights()[0])
     print(f"{args.model}: {len(layers)} weighted layers, {args.bits}-bit; largest pointwise layer "

@@ -19,7 +19,9 @@ from qlib import exercises
 from qlib.exercises import Feedback, check, labels, reference
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted(p for p in (ROOT / "book").glob("*.md") if p.stem not in ("intro", "references"))
+#: pages that are not chapters: the introduction and the back matter (no exercises there)
+NOT_CHAPTERS = ("intro", "references", "notation", "glossary", "running")
+CHAPTERS = sorted(p for p in (ROOT / "book").glob("*.md") if p.stem not in NOT_CHAPTERS)
 #: the book's checkers, read at collection time: the docstring examples register ``ex-demo-*`` ones later
 LABELS = [label for label in labels() if not label.startswith("ex-demo-")]
 
