@@ -116,6 +116,12 @@ def _check_quantized(model):
                              "clamp every activation to [-128, 127], so only activation_bits=8 can be exported "
                              "(lower bit widths are simulation-only)")
     for l in model.layers:
+        if isinstance(l, keras.layers.AveragePooling2D):
+            after = [c for c in consumers(l, model) if isinstance(c, FakeQuant)]
+            if after and not _same_grid(_fq_grid(after[0]), _fq_grid(_point_before(l))):
+                raise ValueError(f"layer {l.name!r} (AveragePooling2D): qlib's simulation puts its output on a new "
+                                 "grid, but TFLite's int8 AVERAGE_POOL_2D keeps its input's grid, so the .tflite would "
+                                 "round twice (pool, then requantize); use GlobalAveragePooling2D (MEAN rescales)")
         if isinstance(l, FakeQuant) or is_weighted(l) or isinstance(l, _PASS_LAYERS):
             if isinstance(l, keras.layers.Activation) and not is_fusable_activation(l) and \
                     getattr(l.activation, "__name__", "") != "linear":
@@ -128,6 +134,10 @@ def _check_quantized(model):
                          "supported: Conv2D, DepthwiseConv2D, Dense, ReLU/ReLU6, Add, pooling, ZeroPadding2D, "
                          "Dropout, Flatten, Reshape and qlib FakeQuant layers")
     return model
+
+
+def _same_grid(a: Grid, b: Grid) -> bool:
+    return bool(np.float32(a.scale) == np.float32(b.scale) and int(a.zero_point) == int(b.zero_point))
 
 
 def _check_weighted_layer(layer):
@@ -197,7 +207,7 @@ def _infer_weights(model, weighted, weight_bits, per_channel):
     bits, pc = bits_options[-1], pc_options[-1]
     for l in weighted:
         if _weight_grid(l, l.get_weights()[0], bits, pc) is None:
-            what = f"a {bits}-bit {'per-channel' if pc else 'per-tensor'}"
+            what = f"a symmetric {bits}-bit {'per-channel' if pc else 'per-tensor'} grid"
             if weight_bits is None or per_channel is None:
                 what = "any 2..8-bit symmetric grid (per tensor or per channel)"
             raise ValueError(f"the kernel of layer {l.name!r} is not on {what}: export the model that "
@@ -342,6 +352,10 @@ def _traced(model, layer_grids: dict, per_channel: bool, fq_bits: int | None = 8
                 return tf.quantization.fake_quant_with_min_max_args(args[0], lo, hi, num_bits=8, name="fq")
             if is_weighted(layer):
                 return weighted(layer, args[0])
+            if isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape)):  # a static RESHAPE, any batch
+                shape = layer.output.shape[1:]
+                return tf.reshape(args[0], (-1, *shape) if isinstance(layer, keras.layers.Reshape)
+                                  else (-1, int(np.prod(shape))))
             return layer(*args, **kwargs)
 
     spec = tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)

@@ -429,9 +429,9 @@ def _prepare_average_pool(g, op, rounding):
         n, h, wd, c = x_.shape
         ho, pt = _padding(o.padding, h, kh, sh, 1)
         wo, pl = _padding(o.padding, wd, kw, sw, 1)
-        need_h, need_w = (ho - 1) * sh + kh, (wo - 1) * sw + kw
-        xs = np.zeros((n, need_h + pt, need_w + pl, c), np.int64)
-        cnt = np.zeros((1, need_h + pt, need_w + pl, 1), np.int64)
+        size_h, size_w = max((ho - 1) * sh + kh, pt + h), max((wo - 1) * sw + kw, pl + wd)
+        xs = np.zeros((n, size_h, size_w, c), np.int64)
+        cnt = np.zeros((1, size_h, size_w, 1), np.int64)
         xs[:, pt:pt + h, pl:pl + wd] = x_
         cnt[:, pt:pt + h, pl:pl + wd] = 1
         acc = np.zeros((n, ho, wo, c), np.int64)

@@ -243,7 +243,9 @@ def invoke(tflite_model: bytes, x, kernels: str = "default", batch_size: int = 5
         else:
             outs.append(np.array(it.get_tensor(it.get_output_details()[0]["index"])))
     if all_tensors:
-        return {i: np.concatenate([o[i] for o in outs]) for i in computed}
+        if len(outs) == 1:
+            return outs[0]
+        return {i: np.concatenate([o[i] for o in outs]) if outs[0][i].ndim else outs[0][i] for i in computed}
     return np.concatenate(outs)
 
 
