@@ -54,9 +54,9 @@ from .graph import as_functional, consumers, producers
 from .layers import (GRID_PRESERVING, POOLING, is_fusable_activation, is_weighted, kind, outputs_last,
                      quantize_kernel, to_tflite_layout)
 from .quantizers import round_half_away
-from .simulate import FakeQuant
+from .simulate import FakeQuant, Simulator
 
-__all__ = ["Grid", "LayerGrids", "grids", "export", "Exported", "to_tflite", "compare"]
+__all__ = ["Grid", "LayerGrids", "grids", "export", "Exported", "to_tflite", "compare", "zoo", "partings"]
 
 _WEIGHT_OPS = {"CONV_2D": "conv2d", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
 _PASS_LAYERS = (keras.layers.InputLayer, keras.layers.Add, keras.layers.ReLU, keras.layers.Activation) + \
@@ -478,13 +478,15 @@ def compare(tflite_model: bytes, quantized, weight_bits: int | None = None, per_
 @dataclass(eq=False)
 class Exported:
     """The exported ``.tflite`` (``tflite``) and how it was made: the per-tensor comparison with
-    qlib's grids (``rows``, see :func:`compare`) and the tensors rewritten after conversion."""
+    qlib's grids (``rows``, see :func:`compare`), the tensors rewritten after conversion, and the
+    simulated model it came from (``quantized``)."""
 
     tflite: bytes
     weight_bits: int
     per_channel: bool
     rows: list = field(repr=False)
     rewritten: list = field(default_factory=list)
+    quantized: object = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         roles = {}
@@ -573,7 +575,7 @@ def export(quantized, weight_bits: int | None = None, per_channel: bool | None =
         still = [r for r in rows if not _ok(r)]
         if still:  # pragma: no cover - a bug, not a user error
             raise RuntimeError(f"rewriting did not put {still[0]['tensor']!r} on qlib's grid: {still[0]}")
-    return Exported(tflite, bits, pc, rows, rewritten)
+    return Exported(tflite, bits, pc, rows, rewritten, model)
 
 
 def to_tflite(quantized, weight_bits: int | None = None, per_channel: bool | None = None,
@@ -615,3 +617,171 @@ def to_tflite(quantized, weight_bits: int | None = None, per_channel: bool | Non
     ValueError: model 'functional..._quantized' has no FakeQuant layers: export needs qlib's activation grids; ...
     """
     return export(quantized, weight_bits, per_channel, int8_io).tflite
+
+
+# --- where the float simulation and the integer kernels part ------------------------------------------
+
+def _sim_layers(model, act: dict) -> dict:
+    """``{keras layer name: the layer whose simulated output is that tensor}`` (its FakeQuant, if any)."""
+    out = {}
+    for l in model.layers:
+        fq = [c for c in consumers(l, model) if isinstance(c, FakeQuant)]
+        out[l.name] = fq[0] if fq else l
+    return out
+
+
+def _on_grid(values, grid: Grid) -> np.ndarray:
+    return (round_half_away(np.asarray(values, np.float64) / float(grid.scale)) + int(grid.zero_point)).astype(np.int64)
+
+
+def partings(quantized, tflite_model: bytes, x, batch_size: int = 100) -> list:
+    """Op by op, how often qlib's float simulation and the integer kernels give different int8 values.
+
+    ``quantized`` is the simulated model, ``tflite_model`` its export (:func:`to_tflite`), ``x``
+    float inputs. The integer side is :mod:`qlib.integer` (bit-exact with LiteRT's reference
+    kernels). One dict per int8 tensor: ``op``, ``layer``, ``n`` (elements), and the share of
+    elements that differ and the largest difference
+
+    - ``isolated_*``: the simulation of this op alone, fed with the integer model's (dequantized)
+      inputs: what the op's float arithmetic does differently;
+    - ``end_to_end_*``: the simulation run from the float input: differences carried from earlier
+      layers too;
+    - ``same_input_*``: the simulation run from the integer model's int8 input (dequantized), so
+      without the input's rounding differences;
+
+    and, for CONV_2D / DEPTHWISE_CONV_2D, the integer requantization's own cases
+    (:func:`qlib.integer.rounding_cases`): ``ties``, ``double_rounding``, ``clamped_min``,
+    ``clamped_max`` (shares of the op's outputs).
+    The first row (``op="input"``) compares the simulation's input FakeQuant with TFLite's
+    QUANTIZE rounding (:func:`qlib.tflite.quantize_input`).
+
+    Examples
+    --------
+    >>> from qlib.simulate import quantize_model
+    >>> inp = keras.Input((6, 6, 2), name="image")
+    >>> m = keras.Model(inp, keras.layers.Conv2D(3, 3, activation="relu", name="conv")(inp))
+    >>> x = np.random.default_rng(0).normal(size=(16, 6, 6, 2)).astype("float32")
+    >>> q = quantize_model(m, 8, 8, per_channel=True, calibration_data=x)
+    >>> rows = partings(q, to_tflite(q), x)
+    >>> [(r["op"], r["layer"], r["n"]) for r in rows]
+    [('input', 'image_fq', 1152), ('CONV_2D', 'conv', 768)]
+    >>> all(r["isolated_differ"] <= 0.05 for r in rows)
+    True
+    """
+    from . import integer
+    from .tflite import quantize_input
+
+    model = _check_quantized(quantized)
+    x = np.asarray(x, np.float32)
+    g = fb.graph(tflite_model)
+    act = _activation_grids(model)
+    sim_of = _sim_layers(model, act)
+    im = integer.Model(tflite_model)
+    xq = quantize_input(tflite_model, x)
+    ints = im.run(xq, all_tensors=True, batch_size=batch_size)
+    tensor_layer = {}
+    for i in set(g.inputs) | {o for op in g.ops for o in op.outputs}:
+        name = _layer_of(g.tensors[i].name)
+        if name in act:
+            tensor_layer[i] = name
+    targets = sorted({sim_of[name].name for name in tensor_layer.values()})
+    probe = keras.Model(model.inputs, [model.get_layer(t).output for t in targets])
+    sim = probe.predict(x, batch_size=batch_size, verbose=0)
+    sim = dict(zip(targets, sim if isinstance(sim, list) else [sim]))
+    t_in = g.tensors[g.inputs[0]]
+    x_int = ((xq.astype(np.float64) - t_in.zero_point[0]) * t_in.scale[0]).astype(np.float32) \
+        if t_in.dtype == np.int8 else x
+    same = probe.predict(x_int, batch_size=batch_size, verbose=0)
+    same = dict(zip(targets, same if isinstance(same, list) else [same]))
+    rows = []
+    first = g.inputs[0]
+    if g.tensors[first].dtype == np.int8:
+        name = sim_of[tensor_layer[first]].name
+        rows.append(_parting_row("input", name, _on_grid(sim[name], act[tensor_layer[first]]), xq, None,
+                                 _on_grid(same[name], act[tensor_layer[first]]), None))
+    for step in im.steps:
+        out = step.outputs[0]
+        if g.tensors[out].dtype != np.int8 or out not in tensor_layer:
+            continue
+        layer = tensor_layer[out]
+        grid = act[layer]
+        target = sim_of[layer]
+        sources = {}
+        for i in step.inputs:
+            if i >= 0 and g.tensors[i].data is None and i in tensor_layer:
+                src = sim_of[tensor_layer[i]]
+                t = g.tensors[i]
+                sources[src.name] = ((ints[i].astype(np.float64) - t.zero_point[0]) * t.scale[0]).astype(np.float32)
+        isolated = _on_grid(_run_chain(model, target, sources), grid)
+        e2e = _on_grid(sim[target.name], grid)
+        same_input = _on_grid(same[target.name], grid)
+        cases = None
+        if step.op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            src = [ints[i] for i in step.inputs if i >= 0 and g.tensors[i].data is None]
+            p = step.params
+            cases = integer.rounding_cases(step.accumulate(*src), p["multiplier"], p["shift"],
+                                           int(g.tensors[out].zero_point[0]), p["activation_min"], p["activation_max"])
+        base = [r for r in model.layers if r.name == layer]
+        name = producers(base[0])[0].name if base and is_fusable_activation(base[0]) else layer
+        rows.append(_parting_row(step.op, name, isolated, ints[out], e2e, same_input, cases))
+    return rows
+
+
+def _run_chain(model, target, sources: dict):
+    """Run the Keras layers from ``sources`` (layer name -> value of its output) up to ``target``."""
+    memo = dict(sources)
+
+    def value(layer):
+        if layer.name not in memo:
+            args = [value(p) for p in producers(layer)]
+            out = layer(args if len(args) > 1 else args[0])
+            memo[layer.name] = np.asarray(out)
+        return memo[layer.name]
+
+    return value(target)
+
+
+def _parting_row(op, layer, isolated, integer_values, end_to_end, same_input, cases) -> dict:
+    iv = np.asarray(integer_values, np.int64)
+    row = dict(op=op, layer=layer, n=int(iv.size))
+    for key, values in (("isolated", isolated), ("end_to_end", end_to_end if end_to_end is not None else isolated),
+                        ("same_input", same_input)):
+        d = np.abs(np.asarray(values, np.int64) - iv)
+        row[f"{key}_differ"], row[f"{key}_max"] = float(np.mean(d > 0)), int(d.max())
+    for k in ("ties", "double_rounding", "clamped_min", "clamped_max"):
+        row[k] = None if cases is None else cases[k] / max(cases["n"], 1)
+    return row
+
+
+def zoo(name: str, weight_bits: int = 8, per_channel: bool = True, activation_range: str = "minmax") -> Exported:
+    """A Fashion-MNIST zoo model quantized the book's way and exported: :class:`Exported` with the
+    simulated model in ``quantized`` (calibrated on one validation image per class, as the LPIRC
+    winners did; ``activation_range`` names a setter of :data:`qlib.ranges.RANGE_SETTERS`).
+    Cached per configuration for the session.
+
+    Examples
+    --------
+    >>> e = zoo("v1_standard")
+    >>> e.quantized.name, e.weight_bits, e.per_channel
+    ('mobilenet_v1_0.5_standard_quantized', 8, True)
+    """
+    key = (name, int(weight_bits), bool(per_channel), activation_range)
+    if key not in _ZOO:
+        from .data import fashion_mnist_splits, one_per_class
+        from .ranges import RANGE_SETTERS
+        from .zoo import load_model
+
+        s = fashion_mnist_splits()
+        calib, _ = one_per_class(s["x_val"], s["y_val"])
+        if activation_range not in RANGE_SETTERS:
+            raise ValueError(f"activation_range must be one of {sorted(RANGE_SETTERS)}, got {activation_range!r}")
+        q = Simulator(load_model(name), calib).quantize(weight_bits, 8, per_channel,
+                                                        activation_range_setter=RANGE_SETTERS[activation_range],
+                                                        setter_name=activation_range)
+        e = export(q, weight_bits, per_channel)
+        e.quantized = q
+        _ZOO[key] = e
+    return _ZOO[key]
+
+
+_ZOO: dict = {}

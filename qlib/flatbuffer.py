@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["schema", "read", "write", "Tensor", "Op", "Graph", "graph", "op_name", "unpack_int4", "TENSOR_DTYPES",
+__all__ = ["schema", "read", "write", "Tensor", "Op", "Graph", "graph", "op_name", "unpack_int4", "single_op", "TENSOR_DTYPES",
            "INT4"]
 
 #: numpy dtypes of the TFLite tensor types qlib reads (schema ``TensorType``).
@@ -290,3 +290,47 @@ def graph(tflite_model) -> Graph:
         ops.append(Op(i, op_name(model, o.opcodeIndex), [int(v) for v in (o.inputs if o.inputs is not None else [])],
                       [int(v) for v in (o.outputs if o.outputs is not None else [])], o.builtinOptions, int(version)))
     return Graph(tensors, ops, [int(v) for v in sub.inputs], [int(v) for v in sub.outputs], model)
+
+
+def single_op(tflite_model: bytes, op_index: int) -> bytes:
+    """A model of one operator of ``tflite_model``: its non-constant inputs become the model's
+    inputs, its output the model's output; constants (weights, biases) and quantization are kept.
+
+    Runs one layer of a real network on any kernel set, fed with the int8 tensor the network
+    computed before it.
+
+    Examples
+    --------
+    >>> import keras
+    >>> from qlib.tflite import convert_int8
+    >>> inp = keras.Input((4,))
+    >>> m = keras.Model(inp, keras.layers.Dense(2, name="b")(keras.layers.Dense(3, name="a")(inp)))
+    >>> one = single_op(convert_int8(m, np.ones((2, 4))), 1)
+    >>> g = graph(one)
+    >>> g.ops, g.tensors[g.inputs[0]].shape
+    ([Op(0: FULLY_CONNECTED, inputs=[0, 1, 2], outputs=[3])], (1, 3))
+    """
+    s = schema()
+    model = read(tflite_model)
+    sub = model.subgraphs[0]
+    if not 0 <= op_index < len(sub.operators):
+        raise ValueError(f"op_index must be in 0..{len(sub.operators) - 1}, got {op_index}")
+    op = sub.operators[op_index]
+    used = [int(i) for i in list(op.inputs) + list(op.outputs) if i >= 0]
+    new_index = {old: new for new, old in enumerate(dict.fromkeys(used))}
+    tensors = [sub.tensors[old] for old in new_index]
+    const = {old for old in new_index if 0 < sub.tensors[old].buffer < len(model.buffers)
+             and model.buffers[sub.tensors[old].buffer].data is not None
+             and len(model.buffers[sub.tensors[old].buffer].data)}
+    op.inputs = [new_index[int(i)] if i >= 0 else -1 for i in op.inputs]
+    op.outputs = [new_index[int(i)] for i in op.outputs]
+    sub.tensors = tensors
+    sub.operators = [op]
+    sub.inputs = [new_index[int(i)] for i in graph(tflite_model).ops[op_index].inputs if i >= 0 and i not in const]
+    sub.outputs = list(op.outputs)
+    model.subgraphs = [sub]
+    model.signatureDefs = None
+    if model.metadata is not None:
+        model.metadata = [m for m in model.metadata if m.name in (b"min_runtime_version", "min_runtime_version")]
+    del s
+    return write(model)

@@ -38,9 +38,11 @@ import numpy as np
 from . import flatbuffer as fb
 from .quantizers import round_half_away
 
-__all__ = ["ROUNDING", "OPS", "quantize_multiplier", "saturating_rounding_doubling_high_mul",
-           "rounding_divide_by_pot", "multiply_by_quantized_multiplier", "Step", "Model", "run", "intermediates"]
+__all__ = ["ROUNDING", "KERNELS", "OPS", "quantize_multiplier", "saturating_rounding_doubling_high_mul",
+           "rounding_divide_by_pot", "multiply_by_quantized_multiplier", "rounding_cases", "Step", "Model", "run", "intermediates"]
 
+#: What :class:`Model` can follow: LiteRT's reference kernels, or the default (XNNPACK) kernels' arithmetic.
+KERNELS = ("reference", "xnnpack")
 #: The requantization rounding of the installed LiteRT's kernels: gemmlowp's double rounding
 #: (checked against the reference kernels in tests/test_integer.py).
 ROUNDING = "double"
@@ -147,6 +149,45 @@ def multiply_by_quantized_multiplier(x, multiplier, shift, rounding: str | None 
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(_wrap32(x * (np.int64(1) << left)), m), right)
 
 
+def rounding_cases(acc, multiplier, shift, zero_point: int = 0, lo: int = -128, hi: int = 127) -> dict:
+    """Where TFLite's requantization of ``acc`` parts from rounding the exact product once.
+
+    The exact value is ``v = acc * M0 / 2**(31 - shift)`` (a rational; counted in integers).
+    Returns counts over all elements: ``n``; ``ties`` (``v`` exactly halfway between two
+    integers, outside the clamped range); ``double_rounding`` (the int8 output differs from the
+    one ``v`` rounded once, half away from zero, would give); ``clamped_min`` / ``clamped_max``
+    (the result plus ``zero_point`` falls below ``lo`` / above ``hi`` and is clamped: a fused
+    ReLU's zero, or saturation at ReLU6's 6 or the int8 range).
+
+    Examples
+    --------
+    >>> m0, shift = quantize_multiplier(0.25)
+    >>> rounding_cases(np.array([6, -6, 7, 9, 1000]), m0, shift)   # 1.5, -1.5, 1.75, 2.25, 250
+    {'n': 5, 'ties': 2, 'double_rounding': 1, 'clamped_min': 0, 'clamped_max': 1}
+    >>> rounding_cases(np.array([6, -6, 7, 9, 1000]), m0, shift, lo=0)  # a ReLU hides the negative tie
+    {'n': 5, 'ties': 1, 'double_rounding': 1, 'clamped_min': 1, 'clamped_max': 1}
+    >>> int(multiply_by_quantized_multiplier(9, m0, shift))   # 2.25 -> 4.5 -> 5 halves -> 2.5 -> 3
+    3
+    """
+    acc = np.asarray(acc, np.int64)
+    m = np.broadcast_to(np.asarray(multiplier, np.int64), acc.shape[-1:] if acc.ndim else ())
+    sh = np.broadcast_to(np.asarray(shift, np.int64), acc.shape[-1:] if acc.ndim else ())
+    k = 31 - sh
+    if np.any(k > 62) or np.any(k < 1):
+        raise ValueError("shifts must be in -31..30")
+    num = acc * m
+    half = np.int64(1) << (k - 1)
+    mag = np.abs(num)
+    nearest = np.sign(num) * ((mag + half) >> k)
+    ties = (mag & ((np.int64(1) << k) - 1)) == half
+    double = multiply_by_quantized_multiplier(acc, m, sh, "double")
+    out = double + zero_point
+    inside = (nearest + zero_point >= lo) & (nearest + zero_point <= hi)
+    differ = np.clip(out, lo, hi) != np.clip(nearest + zero_point, lo, hi)
+    return {"n": int(acc.size), "ties": int(np.sum(ties & inside)), "double_rounding": int(differ.sum()),
+            "clamped_min": int(np.sum(out < lo)), "clamped_max": int(np.sum(out > hi))}
+
+
 # --- ops ----------------------------------------------------------------------------------------
 
 def _q(t: fb.Tensor):
@@ -185,7 +226,9 @@ def _padding(padding: int, in_size: int, k: int, stride: int, dilation: int) -> 
 @dataclass(eq=False)
 class Step:
     """One prepared op: its name, tensor indices, the integer parameters TFLite's Prepare derives
-    (``params``: multipliers, shifts, clamps, paddings...), and the function that runs it."""
+    (``params``: multipliers, shifts, clamps, paddings...), the function that runs it (``fn``) and,
+    for CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED, ``accumulate``: its int32 accumulators
+    (``sum w * (x - z_x) + bias``) before requantization."""
 
     index: int
     op: str
@@ -193,10 +236,34 @@ class Step:
     outputs: list
     params: dict = field(default_factory=dict)
     fn: object = field(default=None, repr=False)
+    accumulate: object = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         keys = ", ".join(k for k in self.params if not k.startswith("_"))
         return f"Step({self.index}: {self.op}, inputs={self.inputs}, outputs={self.outputs}, params: {keys})"
+
+
+def _fixed(rounding):
+    return "double" if rounding == "xnnpack" else rounding
+
+
+def _double_rounding_float(x: np.ndarray, m_scaled: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """Double-rounding requantization in float64, exact for ``|x| < 2**22``.
+
+    ``SaturatingRoundingDoublingHighMul`` is ``floor(x * M0 / 2**31 + 1/2)`` (ties up) and
+    ``RoundingDivideByPOT`` rounds half away from zero. With ``|x * M0| < 2**53`` every step is an
+    exact float64 operation (products of integers, powers of two, adding 1/2), so this equals
+    :func:`multiply_by_quantized_multiplier` (checked exhaustively in the tests) at a quarter of
+    the cost. ``m_scaled = M0 * 2**-31``, ``down = 2**shift`` (``shift <= 0``)."""
+    u = x * m_scaled
+    np.floor(u + 0.5, out=u)
+    u *= down
+    u += np.copysign(0.5, u)
+    return np.trunc(u, out=u)
+
+
+#: Accumulators below this magnitude take the float64 path of :func:`_double_rounding_float`.
+FLOAT_EXACT = 2 ** 22
 
 
 def _requantize(acc, multiplier, shift, rounding, bias=None, zero_point: int = 0, lo: int = -128, hi: int = 127,
@@ -204,18 +271,52 @@ def _requantize(acc, multiplier, shift, rounding, bias=None, zero_point: int = 0
     """int8 ``clamp(MultiplyByQuantizedMultiplier(acc + bias) + zero_point, lo, hi)``, per channel on
     the last axis. ``acc`` may be a float array of exact integers (from the float matrix products).
 
-    Runs in cache-sized blocks; the common case (double rounding, right shifts, positive ``M0``)
-    with in-place integer operations, an order of magnitude faster than
-    :func:`multiply_by_quantized_multiplier` on the whole array, with the same result."""
+    Runs in cache-sized blocks. The common case (double rounding, right shifts, positive ``M0``,
+    accumulators below ``2**22``) takes an exact float64 path; anything else the integer one."""
+    rounding = _fixed(rounding)
     acc = np.asarray(acc)
     channels = acc.shape[-1] if acc.ndim else 1
     m = np.broadcast_to(np.asarray(multiplier, np.int64), (channels,))
     shift = np.broadcast_to(np.asarray(shift, np.int64), (channels,))
     fast = rounding == "double" and not np.any(shift > 0) and np.all(m > 0)
-    right = -shift
-    mask = (np.int64(1) << np.maximum(right, 0)) - 1
-    half = mask >> 1
-    low31 = np.int64(2 ** 31 - 1)
+    m_scaled = m.astype(np.float64) * 2.0 ** -31
+    down = 2.0 ** np.minimum(shift, 0).astype(np.float64)
+    flat = acc.reshape(-1, channels)
+    out = np.empty(flat.shape, np.int8)
+    rows = max(1, block // channels)
+    for i in range(0, flat.shape[0], rows):
+        x = flat[i:i + rows].astype(np.float64)
+        if bias is not None:
+            x += bias
+        if fast and np.all(np.abs(x) < FLOAT_EXACT):
+            r = _double_rounding_float(x, m_scaled, down)
+        else:
+            xi = x.astype(np.int64).astype(np.int32).astype(np.int64)  # an int32 accumulator wraps around
+            r = multiply_by_quantized_multiplier(xi, m, shift, rounding).astype(np.float64)
+        r += zero_point
+        np.clip(r, lo, hi, out=r)
+        out[i:i + rows] = r
+    return out.reshape(acc.shape)
+
+
+def _accumulator(products, bias) -> np.ndarray:
+    """The int32 accumulator ``sum w * (x - z_x) + bias`` (wrapping like C++ int32), as int64."""
+    acc = np.asarray(products).astype(np.int64)
+    return _wrap32(acc if bias is None else acc + bias)
+
+
+def _requant(acc, p, t_out, lo, hi, rounding):
+    if rounding == "xnnpack":
+        return _requantize_float32(acc, p["xnnpack_scale"], p["bias"], _q(t_out)[1], lo, hi)
+    return _requantize(acc, p["multiplier"], p["shift"], rounding, p["bias"], _q(t_out)[1], lo, hi)
+
+
+def _requantize_float32(acc, scale, bias=None, zero_point: int = 0, lo: int = -128, hi: int = 127,
+                        block: int = 1 << 15) -> np.ndarray:
+    """XNNPACK's requantization: ``float32(acc) * float32 scale``, clamped, rounded half to even."""
+    acc = np.asarray(acc)
+    channels = acc.shape[-1] if acc.ndim else 1
+    scale = np.broadcast_to(np.asarray(scale, np.float32), (channels,))
     flat = acc.reshape(-1, channels)
     out = np.empty(flat.shape, np.int8)
     rows = max(1, block // channels)
@@ -223,26 +324,10 @@ def _requantize(acc, multiplier, shift, rounding, bias=None, zero_point: int = 0
         x = flat[i:i + rows].astype(np.int64)
         if bias is not None:
             x += bias
-        x = x.astype(np.int32).astype(np.int64)  # an int32 accumulator wraps around
-        if fast:
-            ab = x * m                           # SaturatingRoundingDoublingHighMul (no overflow: M0 > 0)
-            neg = ab < 0
-            ab += 1 << 30
-            ab -= neg * low31                    # the nudge is 1 - 2**30 for negative products
-            high = ab >> 31
-            high += neg & ((ab & low31) != 0)    # C++ division truncates toward zero
-            r = high >> right                    # RoundingDivideByPOT
-            r += (high & mask) > (half + (high < 0))
-        else:
-            r = multiply_by_quantized_multiplier(x, m, shift, rounding)
-        r += zero_point
-        np.clip(r, lo, hi, out=r)
-        out[i:i + rows] = r
+        v = x.astype(np.int32).astype(np.float32) * scale
+        np.clip(v, np.float32(lo - zero_point), np.float32(hi - zero_point), out=v)
+        out[i:i + rows] = np.rint(v) + zero_point
     return out.reshape(acc.shape)
-
-
-def _requant(acc, p, t_out, lo, hi, rounding):
-    return _requantize(acc, p["multiplier"], p["shift"], rounding, p["bias"], _q(t_out)[1], lo, hi)
 
 
 def _conv_params(g, op, per_channel_dim_size):
@@ -260,8 +345,9 @@ def _conv_params(g, op, per_channel_dim_size):
     bias = None
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
         bias = g.tensors[op.inputs[2]].data.astype(np.int64)
+    xnn = (np.float32(s_x) * s_w.astype(np.float32)) / np.float32(s_y)  # XNNPACK: all in float32
     return dict(input_zero_point=z_x, real_multiplier=np.float64(np.float32(s_x)) * s_w / np.float64(np.float32(s_y)),
-                multiplier=m0, shift=shift, bias=bias, weights=w.data.astype(np.int64),
+                multiplier=m0, shift=shift, xnnpack_scale=xnn, bias=bias, weights=w.data.astype(np.int64),
                 weight_zero_point=int(w.zero_point[0]) if w.zero_point.size else 0)
 
 
@@ -288,9 +374,10 @@ def _prepare_conv(g, op, rounding):
     # float32 products and sums are exact while every partial sum stays below 2**24
     exact32 = float(np.abs(p["weights"]).sum(axis=(1, 2, 3)).max()) * 255 < 2 ** 24
     ftype = np.float32 if exact32 else np.float64
-    wf = p["weights"].astype(ftype)  # (O, kh, kw, I)
+    # one (I, O) matrix per tap, contiguous for BLAS
+    taps = [[np.ascontiguousarray(p["weights"][:, i, j, :].T.astype(ftype)) for j in range(kw)] for i in range(kh)]
 
-    def fn(x):
+    def products(x):  # sum of w * (x - z_x) over the taps inside the image, without the bias
         n, h, wd, _ = x.shape
         (sh, sw), (dh, dw) = p["stride"], p["dilation"]
         ho, pt = _padding(o.padding, h, kh, sh, dh)
@@ -301,11 +388,12 @@ def _prepare_conv(g, op, rounding):
         for i in range(kh):
             for j in range(kw):
                 tap = xs[:, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw, :]
-                part = tap @ wf[:, i, j, :].T
+                part = np.ascontiguousarray(tap).reshape(-1, in_c) @ taps[i][j]  # one matrix product, not n*ho
                 acc = part if acc is None else acc.__iadd__(part)
-        return _requant(acc, p, g.tensors[op.outputs[0]], lo, hi, rounding)
+        return acc.reshape(n, ho, wo, out_c)
 
-    return p, fn
+    return p, lambda x: _requant(products(x), p, g.tensors[op.outputs[0]], lo, hi, rounding), \
+        lambda x: _accumulator(products(x), p["bias"])
 
 
 def _prepare_depthwise(g, op, rounding):
@@ -320,7 +408,7 @@ def _prepare_depthwise(g, op, rounding):
              padding="SAME" if o.padding == 0 else "VALID", activation_min=lo, activation_max=hi)
     wi = p["weights"][0].astype(np.int32)  # (kh, kw, C*M)
 
-    def fn(x):
+    def products(x):
         n, h, wd, _ = x.shape
         (sh, sw), (dh, dw) = p["stride"], p["dilation"]
         ho, pt = _padding(o.padding, h, kh, sh, dh)
@@ -333,9 +421,10 @@ def _prepare_depthwise(g, op, rounding):
         for i in range(kh):
             for j in range(kw):
                 acc += xs[:, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw, :] * wi[i, j]
-        return _requant(acc, p, g.tensors[op.outputs[0]], lo, hi, rounding)
+        return acc
 
-    return p, fn
+    return p, lambda x: _requant(products(x), p, g.tensors[op.outputs[0]], lo, hi, rounding), \
+        lambda x: _accumulator(products(x), p["bias"])
 
 
 def _prepare_fully_connected(g, op, rounding):
@@ -358,16 +447,22 @@ def _prepare_fully_connected(g, op, rounding):
     wf = w_int.astype(ftype)
     z_y = _q(y)[1]
 
-    def fn(x_):
+    def products(x_):
         xs = (x_.astype(np.int64) - p["input_zero_point"]).reshape(-1, in_c).astype(ftype)
-        acc = (xs @ wf.T).astype(np.int64)
+        return (xs @ wf.T).astype(np.int64)
+
+    def fn(x_):
+        acc = products(x_)
+        if rounding == "xnnpack":
+            out = _requantize_float32(acc, p["xnnpack_scale"], p["bias"], z_y, lo, hi)
+            return out.reshape(x_.shape[:-1] + (out_c,)) if p["keep_num_dims"] else out
         if p["bias"] is not None:
             acc += p["bias"]
         scaled = round_half_away(_wrap32(acc).astype(np.float64) * real).astype(np.int64) + z_y
         out = np.clip(scaled, lo, hi).astype(np.int8)
         return out.reshape(x_.shape[:-1] + (out_c,)) if p["keep_num_dims"] else out
 
-    return p, fn
+    return p, fn, lambda x_: _accumulator(products(x_), p["bias"])
 
 
 def _prepare_add(g, op, rounding):
@@ -382,6 +477,20 @@ def _prepare_add(g, op, rounding):
     p = dict(left_shift=left, input_zero_points=(z_a, z_b), output_zero_point=z_y,
              multipliers=(int(m_a), int(m_b), int(m_y)), shifts=(int(sh_a), int(sh_b), int(sh_y)),
              activation_min=lo, activation_max=hi)
+
+    if rounding == "xnnpack":  # XNNPACK: 20-bit integer multipliers from float32 scale ratios, one shift
+        ra, rb = np.float32(s_a) / np.float32(s_y), np.float32(s_b) / np.float32(s_y)
+        exponent = int(np.float32(max(abs(ra), abs(rb))).view(np.uint32) >> 23) - 127
+        x_shift = 20 - exponent
+        am, bm = (int(np.rint(r * np.float32(2.0 ** x_shift))) for r in (ra, rb))
+        x_bias = -(am * z_a + bm * z_b) + (1 << (x_shift - 1))
+        p.update(xnnpack_multipliers=(am, bm), xnnpack_shift=x_shift)
+
+        def xnn(xa, xb):
+            acc = x_bias + xa.astype(np.int64) * am + xb.astype(np.int64) * bm
+            return np.clip((acc >> x_shift) + z_y, lo, hi).astype(np.int8)
+
+        return p, xnn
 
     def fn(xa, xb):
         va = (xa.astype(np.int64) - z_a) * (1 << left)
@@ -407,6 +516,9 @@ def _prepare_mean(g, op, rounding):
     def fn(x_):
         n = int(np.prod([x_.shape[a] for a in axes]))
         total = x_.astype(np.int64).sum(axis=axes, keepdims=keep)
+        if rounding == "xnnpack":  # XNNPACK: the sum times float32 s_x / (s_y * n), rounded half to even
+            scale = np.float32(s_x) / (np.float32(s_y) * np.float32(n))
+            return _requantize_float32(total - z_x * n, scale, None, z_y)
         # QuantizedMeanOrSum folds 1/n into the multiplier
         sh = min(n.bit_length() - 1, 32, 31 + int(shift))
         mult = (int(m0) << sh) // n
@@ -497,7 +609,7 @@ def _prepare_quantize(g, op, rounding):
     m0, shift = quantize_multiplier(np.float64(np.float32(s_x)) / np.float64(np.float32(s_y)))
 
     def requantize(x_):
-        out = multiply_by_quantized_multiplier(x_.astype(np.int64) - z_x, m0, shift, rounding) + z_y
+        out = multiply_by_quantized_multiplier(x_.astype(np.int64) - z_x, m0, shift, _fixed(rounding)) + z_y
         return np.clip(out, -128, 127).astype(np.int8)
 
     return dict(multiplier=int(m0), shift=int(shift), input_zero_point=z_x, output_zero_point=z_y), requantize
@@ -529,6 +641,12 @@ class Model:
         A full-integer model (int8 activations, int8 weights, int32 biases).
     rounding : {"double", "single"}, optional
         Requantization rounding (default :data:`ROUNDING`, the installed runtime's).
+    kernels : {"reference", "xnnpack"}
+        ``"reference"``: LiteRT's reference kernels, bit for bit. ``"xnnpack"``: the arithmetic
+        of the default kernels (the XNNPACK delegate), as measured against them: convolutions,
+        depthwise and fully connected layers requantize in float32
+        (``float32(acc) * float32(s_x * s_w / s_y)``, rounded half to even), MEAN likewise, ADD
+        with 20-bit integer multipliers and one rounding shift.
 
     Examples
     --------
@@ -546,10 +664,13 @@ class Model:
     'int8'
     """
 
-    def __init__(self, tflite_model: bytes, rounding: str | None = None):
+    def __init__(self, tflite_model: bytes, rounding: str | None = None, kernels: str = "reference"):
         self.rounding = ROUNDING if rounding is None else rounding
         if self.rounding not in ("double", "single"):
             raise ValueError(f"rounding must be 'double' or 'single', got {self.rounding!r}")
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+        self.kernels = kernels
         self.tflite = fb._check_bytes(tflite_model)
         self.graph = fb.graph(self.tflite)
         unknown = [op for op in self.graph.ops if op.name not in OPS]
@@ -559,8 +680,8 @@ class Model:
                              f"{', '.join(sorted(OPS))}")
         self.steps = []
         for op in self.graph.ops:
-            params, fn = OPS[op.name](self.graph, op, self.rounding)
-            self.steps.append(Step(op.index, op.name, list(op.inputs), list(op.outputs), params, fn))
+            prepared = OPS[op.name](self.graph, op, "xnnpack" if kernels == "xnnpack" else self.rounding)
+            self.steps.append(Step(op.index, op.name, list(op.inputs), list(op.outputs), *prepared))
 
     def __repr__(self) -> str:
         kinds = {}
@@ -568,7 +689,7 @@ class Model:
             kinds[s.op] = kinds.get(s.op, 0) + 1
         ops = ", ".join(f"{k} x{v}" for k, v in kinds.items())
         return (f"Model({len(self.graph.inputs) + len(self.graph.outputs)} inputs/outputs, {len(self.steps)} ops: "
-                f"{ops}; rounding={self.rounding!r})")
+                f"{ops}; " + (f"rounding={self.rounding!r})" if self.kernels == "reference" else "kernels='xnnpack')"))
 
     def _check_input(self, x) -> np.ndarray:
         t = self.graph.tensors[self.graph.inputs[0]]
@@ -603,10 +724,11 @@ class Model:
         return values if all_tensors else values[self.graph.outputs[0]]
 
 
-def run(tflite_model: bytes, x, batch_size: int | None = 256) -> np.ndarray:
+def run(tflite_model: bytes, x, batch_size: int | None = 256, kernels: str = "reference") -> np.ndarray:
     """Integer-only inference: the output tensor (int8 for int8 input) of a ``.tflite`` on ``x``.
 
-    Bit for bit LiteRT's reference kernels (see the module docstring).
+    Bit for bit LiteRT's reference kernels (see the module docstring); ``kernels="xnnpack"``
+    follows the default kernels' arithmetic instead (see :class:`Model`).
 
     Examples
     --------
@@ -621,10 +743,10 @@ def run(tflite_model: bytes, x, batch_size: int | None = 256) -> np.ndarray:
     >>> bool(np.array_equal(run(tfl, xq), invoke(tfl, xq, kernels="reference")))
     True
     """
-    return Model(tflite_model).run(x, batch_size=batch_size)
+    return Model(tflite_model, kernels=kernels).run(x, batch_size=batch_size)
 
 
-def intermediates(tflite_model: bytes, x, batch_size: int | None = 256) -> dict:
+def intermediates(tflite_model: bytes, x, batch_size: int | None = 256, kernels: str = "reference") -> dict:
     """Every tensor qlib.integer computes on ``x``: ``{tensor index: array}`` (input, each op's output).
 
     Compare with ``qlib.tflite.invoke(tflite_model, x, kernels="reference", all_tensors=True)``.
@@ -640,4 +762,4 @@ def intermediates(tflite_model: bytes, x, batch_size: int | None = 256) -> dict:
     >>> {k: v.shape for k, v in intermediates(tfl, quantize_input(tfl, x)).items()}
     {0: (5, 4), 3: (5, 3), 4: (5, 2)}
     """
-    return Model(tflite_model).run(x, all_tensors=True, batch_size=batch_size)
+    return Model(tflite_model, kernels=kernels).run(x, all_tensors=True, batch_size=batch_size)

@@ -113,7 +113,7 @@ def interpreter(tflite_model: bytes, preserve_all_tensors: bool = False, kernels
     num_threads : int, optional
         Threads for the CPU kernels (LiteRT's default when ``None``).
     batch_size : int, optional
-        Resize the (first) input's batch dimension before allocating.
+        Resize every input's batch dimension before allocating.
 
     Examples
     --------
@@ -141,8 +141,8 @@ def interpreter(tflite_model: bytes, preserve_all_tensors: bool = False, kernels
                                 experimental_op_resolver_type=resolver,
                                 experimental_preserve_all_tensors=preserve_all_tensors)
     if batch_size is not None:
-        inp = it.get_input_details()[0]
-        it.resize_tensor_input(inp["index"], [int(batch_size)] + list(inp["shape"][1:]))
+        for inp in it.get_input_details():
+            it.resize_tensor_input(inp["index"], [int(batch_size)] + list(inp["shape"][1:]))
     it.allocate_tensors()
     return it
 

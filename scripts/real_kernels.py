@@ -14,14 +14,17 @@ run on LiteRT's kernels. Parts (records carry ``table`` = the part's name):
   per class), on the full 10,000-image Fashion-MNIST test set, and the ImageNet MobileNetV2 on the
   crops of the bit-width sweep: :func:`qlib.integer.run` against the reference kernels
   (``BUILTIN_REF``), every int8 output and every intermediate tensor; the default (XNNPACK) and
-  the optimized (no delegate) kernels against the reference kernels; the float simulation
-  against the reference kernels.
+  the optimized (no delegate) kernels against the reference kernels; ``qlib.integer`` with
+  ``kernels="xnnpack"`` (XNNPACK's float32 requantization) against the default kernels; the float
+  simulation against the reference kernels.
 - ``dfq``: the DFQ table (baseline, CLE, CLE+BA, CLE+BA+BC per tensor; per-channel without DFQ;
   weight bits 4..8, 8-bit activations) on the default kernels, next to the simulated numbers of
   ``data/sweeps/dfq.json`` (read from its cache, same configuration keys).
 - ``bits``: accuracy vs weight bit width (2..8, per tensor / per channel, min-max and greedy-search
   weight ranges; 8-bit activations, min-max and greedy-search) on the default kernels, next to the
   simulated numbers of ``data/sweeps/bits.json``.
+- ``partings``: op by op, how often the float simulation and the integer kernels differ
+  (:func:`qlib.export.partings`; every zoo model, W8A8 per channel, the first 500 test images).
 
 Results are cached per configuration in data/cache (``rk_*`` files), keyed by model hash.
 """
@@ -114,7 +117,7 @@ def part_converter(s, calib, refresh, limit):
 
 # --- bit-exactness -------------------------------------------------------------------------------
 
-def compare_run(tfl, x, sim_logits=None, batch=50):
+def compare_run(tfl, x, sim_logits=None, batch=50):  # noqa: C901
     """qlib.integer vs the reference kernels (every tensor), and the other kernel sets."""
     g = flatbuffer.graph(tfl)
     out = g.outputs[0]
@@ -149,6 +152,9 @@ def compare_run(tfl, x, sim_logits=None, batch=50):
                elements_identical=float(sum(tensor_equal.values()) / sum(tensor_size.values())),
                output_identical=float(tensor_equal[out] / tensor_size[out]),
                seconds_reference=round(t_ref, 1), seconds_qlib=round(t_ours, 1))
+    t0 = time.time()
+    emulated = integer.Model(tfl, kernels="xnnpack").run(xq, batch_size=100)
+    seconds_emulation = round(time.time() - t0, 1)
     for kernels in ("default", "optimized"):
         t0 = time.time()
         other = tflite.invoke(tfl, xq, kernels=kernels, batch_size=500)
@@ -158,6 +164,9 @@ def compare_run(tfl, x, sim_logits=None, batch=50):
                             top1_agreement=float(np.mean(other.argmax(1) == ref_out.argmax(1))),
                             diff_histogram={int(k): int(v) for k, v in zip(*np.unique(diff, return_counts=True))},
                             seconds=round(time.time() - t0, 1))
+        if kernels == "default":  # qlib.integer following XNNPACK's arithmetic, against the default kernels
+            res[kernels]["xnnpack_emulation_identical"] = float(np.mean(emulated == other))
+            res[kernels]["seconds_xnnpack_emulation"] = seconds_emulation
     if sim_logits is not None:
         t = g.tensors[out]
         sim_q = np.clip(np.round(sim_logits / t.scale[0]) + t.zero_point[0], -128, 127)
@@ -350,7 +359,26 @@ def part_bits(s, calib, refresh, limit):
     return records
 
 
-PARTS = ["converter", "bitexact", "bitexact_imagenet", "dfq", "dfq_imagenet", "bits"]
+def part_partings(s, calib, refresh, limit):
+    x = s["x_test"][:min(limit or 500, 500)]
+    records = []
+    for name in STUDENTS:
+        model = load_model(name)
+        key = dict(model=model_hash(model), weight_bits=8, activation_bits=8, per_channel=True, n=int(x.shape[0]),
+                   calibration="one_per_class(x_val, y_val)", test="fashion_mnist test")
+
+        def run():
+            q = Simulator(model, calib).quantize(8, 8, per_channel=True)
+            return export.partings(q, export.to_tflite(q, 8, True), x)
+
+        rows = cached("rk_partings", key, run, refresh)
+        records += [dict(r, table="partings", model=name, per_channel=True, images=int(x.shape[0]), position=i)
+                    for i, r in enumerate(rows)]
+        log(f"partings {name}: logits differ end to end {rows[-1]['end_to_end_differ']:.2%}")
+    return records
+
+
+PARTS = ["converter", "bitexact", "bitexact_imagenet", "dfq", "dfq_imagenet", "bits", "partings"]
 
 
 def main(argv=None):

@@ -208,3 +208,14 @@ def test_bad_model_bytes_and_inputs():
         integer.run(tfl, np.zeros((1, 5), np.int8))
     with pytest.raises(ValueError, match="rounding"):
         integer.Model(tfl, rounding="nearest")
+
+
+def test_float64_fast_path_is_the_integer_arithmetic():
+    """The interpreter's float64 shortcut equals gemmlowp's integer double rounding, exhaustively
+    on |x| < 2**16 and on random accumulators up to its 2**22 limit, for many multipliers."""
+    rng = np.random.default_rng(6)
+    x = np.r_[np.arange(-2 ** 16, 2 ** 16), rng.integers(-integer.FLOAT_EXACT + 1, integer.FLOAT_EXACT, 2 ** 17)]
+    for real in np.r_[rng.uniform(1e-7, 0.999, 12), 0.5, 0.25 + 2 ** -31, 2.0 ** -20]:
+        m0, shift = integer.quantize_multiplier(real)
+        fast = integer._double_rounding_float(x.astype(np.float64), float(m0) * 2.0 ** -31, 2.0 ** float(shift))
+        assert np.array_equal(fast.astype(np.int64), integer.multiply_by_quantized_multiplier(x, m0, shift)), real
