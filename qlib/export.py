@@ -96,8 +96,9 @@ class LayerGrids:
     output_point: str
 
     def __repr__(self) -> str:
-        return (f"LayerGrids({self.layer!r}, {self.kind}, {self.num_bits}-bit weights "
-                f"{'per channel' if np.size(self.weight.scale) > 1 else 'per tensor'}, output on {self.output_point!r})")
+        where = "per channel" if np.size(self.weight.scale) > 1 else "per tensor"
+        return (f"LayerGrids({self.layer!r}, {self.kind}, {self.num_bits}-bit weights {where}, "
+                f"output on {self.output_point!r})")
 
 
 def _fq_grid(layer) -> Grid:
@@ -127,6 +128,10 @@ def _check_quantized(model):
                     getattr(l.activation, "__name__", "") != "linear":
                 raise ValueError(f"layer {l.name!r}: activation {l.activation.__name__!r} cannot be exported "
                                  "(relu, relu6 and linear can)")
+            if isinstance(l, keras.layers.ReLU) and not is_fusable_activation(l):
+                raise ValueError(f"layer {l.name!r}: only plain ReLU and ReLU6 can be exported (TFLite fuses them), "
+                                 f"got max_value={l.max_value}, negative_slope={l.negative_slope}, "
+                                 f"threshold={l.threshold}")
             if is_weighted(l):
                 _check_weighted_layer(l)
             continue
@@ -143,7 +148,8 @@ def _same_grid(a: Grid, b: Grid) -> bool:
 def _check_weighted_layer(layer):
     act = getattr(getattr(layer, "activation", None), "__name__", "linear")
     if act not in ("linear", "relu", "relu6"):
-        raise ValueError(f"layer {layer.name!r}: inline activation {act!r} cannot be exported (relu, relu6, linear can)")
+        raise ValueError(f"layer {layer.name!r}: inline activation {act!r} cannot be exported "
+                         "(relu, relu6, linear can)")
     if kind(layer) == "conv2d" and getattr(layer, "groups", 1) != 1:
         raise ValueError(f"layer {layer.name!r}: grouped convolution (groups={layer.groups}) cannot be exported")
     if getattr(layer, "data_format", "channels_last") != "channels_last":
@@ -448,7 +454,8 @@ def _rows(g: fb.Graph, layer_grids: dict, act: dict) -> list[dict]:
 
 
 def _ok(row) -> bool:
-    return row["dtype"] != "int4" and row["scale_rel_diff"] <= 1e-6 and row["zero_points_equal"] and row["per_channel_ok"] and \
+    return row["dtype"] != "int4" and row["scale_rel_diff"] <= 1e-6 and row["zero_points_equal"] and \
+        row["per_channel_ok"] and \
         row["integers_identical"] is not False
 
 
@@ -545,7 +552,7 @@ def export(quantized, weight_bits: int | None = None, per_channel: bool | None =
     >>> x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
     >>> e = export(quantize_model(m, 3, 8, per_channel=True, calibration_data=x))
     >>> e
-    Exported(... bytes, 3-bit weights per channel; on qlib's grids: 1 weights, 2 activations; 1 tensors rewritten after conversion)
+    Exported(... bytes, 3-bit weights per channel; on qlib's grids: 1 weights, 2 activations; 1 tensors rewritten ...)
     >>> e.rewritten                                       # the converter stored 8-bit integers
     ['fc/MatMul1 (weight of fc: integers and scales)']
     """

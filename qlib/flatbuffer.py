@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["schema", "read", "write", "Tensor", "Op", "Graph", "graph", "op_name", "unpack_int4", "single_op", "TENSOR_DTYPES",
+__all__ = ["schema", "read", "write", "Tensor", "Op", "Graph", "graph", "op_name", "unpack_int4", "single_op",
+           "TENSOR_DTYPES",
            "INT4"]
 
 #: numpy dtypes of the TFLite tensor types qlib reads (schema ``TensorType``).

@@ -39,7 +39,8 @@ from . import flatbuffer as fb
 from .quantizers import round_half_away
 
 __all__ = ["ROUNDING", "KERNELS", "OPS", "quantize_multiplier", "saturating_rounding_doubling_high_mul",
-           "rounding_divide_by_pot", "multiply_by_quantized_multiplier", "rounding_cases", "Step", "Model", "run", "intermediates"]
+           "rounding_divide_by_pot", "multiply_by_quantized_multiplier", "rounding_cases", "Step", "Model", "run",
+           "intermediates"]
 
 #: What :class:`Model` can follow: LiteRT's reference kernels, or the default (XNNPACK) kernels' arithmetic.
 KERNELS = ("reference", "xnnpack")
@@ -420,7 +421,8 @@ def _prepare_depthwise(g, op, rounding):
         acc = np.zeros((n, ho, wo, out_c), np.int32)
         for i in range(kh):
             for j in range(kw):
-                acc += xs[:, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw, :] * wi[i, j]
+                tap = xs[:, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw, :]
+                acc += tap * wi[i, j]
         return acc
 
     return p, lambda x: _requant(products(x), p, g.tensors[op.outputs[0]], lo, hi, rounding), \
@@ -433,7 +435,7 @@ def _prepare_fully_connected(g, op, rounding):
     precision", per tensor and per channel alike). ``params`` also keeps the fixed-point
     ``multiplier``/``shift`` the optimized kernels use."""
     o = op.options
-    x, w, y = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
+    w, y = g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
     out_c, in_c = w.shape
     p = _conv_params(g, op, out_c)
     per_channel = w.scale.size > 1

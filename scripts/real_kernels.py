@@ -15,8 +15,8 @@ run on LiteRT's kernels. Parts (records carry ``table`` = the part's name):
   crops of the bit-width sweep: :func:`qlib.integer.run` against the reference kernels
   (``BUILTIN_REF``), every int8 output and every intermediate tensor; the default (XNNPACK) and
   the optimized (no delegate) kernels against the reference kernels; ``qlib.integer`` with
-  ``kernels="xnnpack"`` (XNNPACK's float32 requantization) against the default kernels; the float
-  simulation against the reference kernels.
+  ``kernels="xnnpack"`` (XNNPACK's float32 requantization) against the default kernels (on the first
+  2,000 images); the float simulation against the reference kernels.
 - ``dfq``: the DFQ table (baseline, CLE, CLE+BA, CLE+BA+BC per tensor; per-channel without DFQ;
   weight bits 4..8, 8-bit activations) on the default kernels, next to the simulated numbers of
   ``data/sweeps/dfq.json`` (read from its cache, same configuration keys).
@@ -63,6 +63,7 @@ DFQ_METHODS = {
 }
 DFQ_BITS = [4, 5, 6, 7, 8]
 WEIGHT_BITS = [2, 3, 4, 5, 6, 7, 8]
+EMULATION_IMAGES = 2000  # qlib.integer with XNNPACK's arithmetic vs the default kernels: the first N images
 
 
 CACHE_DIR = [qcache.CACHE_DIR]
@@ -110,7 +111,8 @@ def part_converter(s, calib, refresh, limit):
 
             res = cached("rk_converter", key, run, refresh)
             records.append(dict(table="converter", model="v1_standard", weight_bits=bits, per_channel=pc, **res))
-            log(f"converter W{bits} {'pc' if pc else 'pt'}: {res['storage']} scale ratio {res['scale_ratio_median']:.4f} "
+            log(f"converter W{bits} {'pc' if pc else 'pt'}: {res['storage']} "
+                f"scale ratio {res['scale_ratio_median']:.4f} "
                 f"identical {res['layers_integers_identical']}/{res['layers']}")
     return records
 
@@ -153,7 +155,8 @@ def compare_run(tfl, x, sim_logits=None, batch=50):  # noqa: C901
                output_identical=float(tensor_equal[out] / tensor_size[out]),
                seconds_reference=round(t_ref, 1), seconds_qlib=round(t_ours, 1))
     t0 = time.time()
-    emulated = integer.Model(tfl, kernels="xnnpack").run(xq, batch_size=100)
+    n_emulated = min(EMULATION_IMAGES, xq.shape[0])
+    emulated = integer.Model(tfl, kernels="xnnpack").run(xq[:n_emulated], batch_size=100)
     seconds_emulation = round(time.time() - t0, 1)
     for kernels in ("default", "optimized"):
         t0 = time.time()
@@ -165,7 +168,8 @@ def compare_run(tfl, x, sim_logits=None, batch=50):  # noqa: C901
                             diff_histogram={int(k): int(v) for k, v in zip(*np.unique(diff, return_counts=True))},
                             seconds=round(time.time() - t0, 1))
         if kernels == "default":  # qlib.integer following XNNPACK's arithmetic, against the default kernels
-            res[kernels]["xnnpack_emulation_identical"] = float(np.mean(emulated == other))
+            res[kernels]["xnnpack_emulation_identical"] = float(np.mean(emulated == other[:n_emulated]))
+            res[kernels]["xnnpack_emulation_images"] = int(n_emulated)
             res[kernels]["seconds_xnnpack_emulation"] = seconds_emulation
     if sim_logits is not None:
         t = g.tensors[out]
@@ -191,7 +195,7 @@ def part_bitexact(s, calib, refresh, limit):
                 q = sim.quantize(8, 8, per_channel=pc)
                 tfl = export.to_tflite(q, 8, pc)
                 sim_logits = predict(q, x, batch_size=1000)
-                res = compare_run(tfl, x, sim_logits)
+                res = compare_run(tfl, x, sim_logits, batch=100)
                 ref_out = res.pop("_ref_out")
                 out = flatbuffer.graph(tfl).tensors[flatbuffer.graph(tfl).outputs[0]]
                 ref_logits = (ref_out.astype(np.float32) - out.zero_point[0]) * out.scale[0]
@@ -203,7 +207,8 @@ def part_bitexact(s, calib, refresh, limit):
             res = cached("rk_bitexact", key, run, refresh)
             records.append(dict(table="bitexact", model=name, weight_bits=8, activation_bits=8, per_channel=pc, **res))
             log(f"bitexact {name} {'pc' if pc else 'pt'}: qlib==ref outputs {res['output_identical']:.4%}, tensors "
-                f"{res['tensors_identical']}/{res['tensors']}; default identical {res['default']['output_identical']:.2%} "
+                f"{res['tensors_identical']}/{res['tensors']}; "
+                f"default identical {res['default']['output_identical']:.2%} "
                 f"(max {res['default']['max_abs_diff']}), top-1 {res['default']['top1_agreement']:.2%}; "
                 f"ref {res['seconds_reference']} s, qlib {res['seconds_qlib']} s")
     return records
@@ -225,7 +230,7 @@ def part_bitexact_imagenet(refresh, limit):
         def run():
             q = sim.quantize(8, 8, per_channel=pc)
             tfl = export.to_tflite(q, 8, pc)
-            res = compare_run(tfl, x, predict(q, x, batch_size=16), batch=8)
+            res = compare_run(tfl, x, predict(q, x, batch_size=16), batch=4)
             res.pop("_ref_out")
             res["tflite_bytes"] = len(tfl)
             return res
@@ -277,7 +282,8 @@ def part_dfq(s, calib, refresh, limit):
                               lambda: real_eval(quantized(), bits, pc, x, y, ref), refresh)
                 records.append(dict(table="dfq", model=name, method=method, weight_bits=bits, activation_bits=8,
                                     per_channel=pc, simulated=simulated, real=real))
-                log(f"dfq {name} W{bits} {method:10s}: simulated {simulated['accuracy']:.4f} real {real['accuracy']:.4f}")
+                log(f"dfq {name} W{bits} {method:10s}: simulated {simulated['accuracy']:.4f} "
+                    f"real {real['accuracy']:.4f}")
     return records
 
 
@@ -313,7 +319,8 @@ def part_dfq_imagenet(refresh, limit):
             real = cached("rk_dfq_imagenet", dict(sim_key, n=int(x.shape[0])), run, refresh)
             records.append(dict(table="dfq", model="imagenet_mobilenet_v2", method=method, weight_bits=bits,
                                 activation_bits=8, per_channel=pc, n=int(x.shape[0]), simulated=simulated, real=real))
-            log(f"dfq imagenet W{bits} {method:10s}: simulated {simulated['agreement']:.3f} real {real['agreement']:.3f}")
+            log(f"dfq imagenet W{bits} {method:10s}: simulated {simulated['agreement']:.3f} "
+                f"real {real['agreement']:.3f}")
     return records
 
 
@@ -378,7 +385,7 @@ def part_partings(s, calib, refresh, limit):
     return records
 
 
-PARTS = ["converter", "bitexact", "bitexact_imagenet", "dfq", "dfq_imagenet", "bits", "partings"]
+PARTS = ["converter", "partings", "bitexact", "dfq", "bits", "bitexact_imagenet", "dfq_imagenet"]
 
 
 def main(argv=None):

@@ -122,6 +122,12 @@ def test_every_op_bit_exact_qlib_export_per_channel(tiny_ops):
     ours = _ref_equal(tfl, xq)
     out = ours[flatbuffer.graph(tfl).outputs[0]]
     assert out.dtype == np.int8 and np.array_equal(out, integer.run(tfl, xq))
+    # the installed runtime rounds twice: a single-rounding build would give other int8 values
+    single = integer.Model(tfl, rounding="single")
+    assert not all(np.array_equal(a, b) for a, b in zip(single.run(xq, all_tensors=True).values(), ours.values()))
+    # the default kernels (XNNPACK) follow another arithmetic, which kernels="xnnpack" reproduces
+    default = tflite.invoke(tfl, xq, kernels="default")
+    assert np.array_equal(integer.run(tfl, xq, kernels="xnnpack"), default)
 
 
 def test_quantize_input_rounds_like_the_quantize_kernel(tiny_ops):
