@@ -11,12 +11,16 @@ outputs are dequantized.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ._checks import check_array
+from ._checks import check_array, check_batch, check_count
+from .quantizers import round_half_away
+
+__all__ = ["wilson_interval", "fidelity", "Evaluation", "predict", "evaluate"]
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -27,8 +31,9 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     >>> [round(v, 4) for v in wilson_interval(9300, 10000)]
     [0.9248, 0.9348]
     """
-    if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
+    n = check_count(n, "n", 1)
+    if isinstance(correct, bool) or not isinstance(correct, numbers.Integral):
+        raise TypeError(f"correct must be an integer count, got {correct!r}")
     if not 0 <= correct <= n:
         raise ValueError(f"correct must be in 0..n, got {correct} of {n}")
     p = correct / n
@@ -114,15 +119,18 @@ def predict(model, x, batch_size: int = 500, kernels: str = "default") -> np.nda
         return _predict_tflite(bytes(model), x, batch_size, kernels)
     if not hasattr(model, "predict"):
         raise TypeError(f"model must be a keras.Model, TFLite bytes or a .tflite path, got {type(model).__name__}")
+    if getattr(model, "inputs", None) and len(model.inputs) == 1:
+        x = check_batch(x, model.input.shape[1:], "x")
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
 
 
 def _predict_tflite(tflite_model: bytes, x: np.ndarray, batch_size: int, kernels: str) -> np.ndarray:
     from .flatbuffer import graph
-    from .tflite import KERNELS, invoke, quantize_input
+    from .tflite import KERNELS, input_details, invoke, quantize_input
 
     if kernels not in KERNELS and kernels != "qlib":
         raise ValueError(f"kernels must be one of {sorted(KERNELS) + ['qlib']}, got {kernels!r}")
+    check_batch(x, input_details(tflite_model)["shape"][1:], "x")
     xq = quantize_input(tflite_model, x)
     if kernels == "qlib":
         from .integer import run
