@@ -4,6 +4,7 @@
     nice -n 10 python scripts/real_kernels.py                 # everything (hours on 2 shared cores)
     python scripts/real_kernels.py --parts bitexact --limit 500 --out /tmp/rk.json   # a quick check
     python scripts/real_kernels.py --refresh                  # recompute instead of reading data/cache
+    python scripts/real_kernels.py --parts dfq bits --models v1_standard   # one zoo model only
 
 Every model is exported with :func:`qlib.export.to_tflite` (qlib's grids in the ``.tflite``) and
 run on LiteRT's kernels. Parts (records carry ``table`` = the part's name):
@@ -434,11 +435,14 @@ def main(argv=None):
     ap.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
     ap.add_argument("--limit", type=int, default=None, help="first N test images/crops only (a smoke run; "
                     "the book expects none)")
+    ap.add_argument("--models", nargs="+", default=list(STUDENTS), choices=STUDENTS,
+                    help="zoo models of the Fashion-MNIST parts (default: all four)")
     ap.add_argument("--refresh", action="store_true", help="recompute instead of reading data/cache")
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "sweeps" / "real_kernels.json")
     ap.add_argument("--cache-dir", type=Path, default=qcache.CACHE_DIR, help="where per-configuration results go")
     args = ap.parse_args(argv)
     CACHE_DIR[0] = args.cache_dir
+    STUDENTS[:] = args.models  # the parts read this list
     from importlib.metadata import version
 
     s = fashion_mnist_splits()
@@ -451,7 +455,7 @@ def main(argv=None):
                 calibration="Fashion-MNIST: one image per class from the validation split; ImageNet: the photo "
                             "split of scripts/sweep_bits.py")
     command = " ".join(["python", "scripts/real_kernels.py"] + (argv if argv is not None else sys.argv[1:]))
-    for key in ("seconds", "cpu_seconds", "commands", "limits"):
+    for key in ("seconds", "cpu_seconds", "commands", "limits", "models"):
         meta[key] = dict(meta.get(key, {}))
     for part in args.parts:
         start, cpu = time.time(), time.process_time()
@@ -463,6 +467,7 @@ def main(argv=None):
         meta["seconds"][part] = round(time.time() - start, 1)
         meta["cpu_seconds"][part] = round(time.process_time() - cpu, 1)
         meta["commands"][part], meta["limits"][part] = command, args.limit
+        meta["models"][part] = None if part.endswith("imagenet") or part == "converter" else list(args.models)
         log(f"part {part}: {meta['seconds'][part]} s (cpu {meta['cpu_seconds'][part]} s)")
         order = {p: i for i, p in enumerate(PARTS)}
         records.sort(key=lambda r: order[r["part"]])  # stable: each part keeps its own order
