@@ -308,8 +308,8 @@ def single_op(tflite_model: bytes, op_index: int) -> bytes:
     >>> m = keras.Model(inp, keras.layers.Dense(2, name="b")(keras.layers.Dense(3, name="a")(inp)))
     >>> one = single_op(convert_int8(m, np.ones((2, 4))), 1)
     >>> g = graph(one)
-    >>> g.ops, g.tensors[g.inputs[0]].shape
-    ([Op(0: FULLY_CONNECTED, inputs=[0, 1, 2], outputs=[3])], (1, 3))
+    >>> [op.name for op in g.ops], g.tensors[g.inputs[0]].shape, g.tensors[g.outputs[0]].shape
+    (['FULLY_CONNECTED'], (1, 3), (1, 2))
     """
     s = schema()
     model = read(tflite_model)
