@@ -36,7 +36,10 @@ MODULES = {
         "dfq": "data-free quantization: equalization, high-bias absorption, bias correction",
     },
     "deploy": {
-        "tflite": "the real TFLite converter and interpreter",
+        "tflite": "the real TFLite converter, and the LiteRT runtime with its three kernel sets",
+        "flatbuffer": "a .tflite file read through the schema module LiteRT ships: tensors, ops, grids",
+        "export": "qlib's grids in a real int8 .tflite (FakeQuant graph, converter, checked rewrite)",
+        "integer": "integer-only numpy interpreter, bit-exact with TFLite's reference kernels",
         "evaluate": "accuracy with confidence intervals and fidelity, for Keras and TFLite models",
     },
     "book": {
