@@ -38,6 +38,7 @@ MODULES = {
     "deploy": {
         "tflite": "the real TFLite converter and interpreter",
         "evaluate": "accuracy with confidence intervals and fidelity, for Keras and TFLite models",
+        "deploy": "latency on LiteRT's kernels, the per-op profiler, benchmark_model's output parsed",
     },
     "book": {
         "analysis": "per-layer statistics behind Part II",
