@@ -9,7 +9,10 @@ Writes ``data/sweeps/latency.json``. HOST CPU numbers, never phone numbers: sing
 image (a Fashion-MNIST test image; a 224x224 crop for ImageNet). For each network every variant
 is timed in the same run, interleaved round by round (each round times ``--per-round`` single
 ``invoke()`` calls of every variant in turn), so a busy machine slows them all alike; medians
-and quartiles are over all calls, and the float/int8 speed ratios come from one run. Kernel sets
+and quartiles are over all calls, and the float/int8 speed ratios come from one run. Every call
+is timed twice: wall clock (``median_ms``...) and the calling thread's CPU time (``cpu_median_ms``...,
+the time the kernels computed; on a shared machine the wall clock also counts the waits while
+other processes had the core, so the ratios to trust there are ``cpu_float_over_this``). Kernel sets
 (``qlib.deploy.KERNELS``): ``default`` (XNNPACK, what an app gets), ``optimized`` (TFLite's own
 kernels, no delegate) and ``reference`` (plain loops; few calls).
 
@@ -75,12 +78,13 @@ def time_network(name, model, calib, x, kernel_sets, rounds, per_round, ref_roun
         load0 = os.getloadavg()[0]
         timings = deploy.time_models(models, kernels=kernels, num_threads=1, rounds=r, per_round=p, x=x)
         load1 = os.getloadavg()[0]
-        float_ms = timings["float32"].median_ms
+        f = timings["float32"]
         for k, t in timings.items():
             records.append(dict(model=name, variant=k, kernels=kernels, size_bytes=len(models[k]), **vs[k][1],
-                                **t.as_dict(), float_over_this=float_ms / t.median_ms,
+                                **t.as_dict(), float_over_this=f.median_ms / t.median_ms,
+                                cpu_float_over_this=f.cpu_median_ms / t.cpu_median_ms,
                                 loadavg=[round(load0, 2), round(load1, 2)]))
-        line = ", ".join(f"{k} {t.median_ms:.3f} ms" for k, t in timings.items())
+        line = ", ".join(f"{k} {t.median_ms:.3f} ms (CPU {t.cpu_median_ms:.3f})" for k, t in timings.items())
         print(f"{name} [{kernels}] {line} ({time.time() - t0:.0f} s, load {load0:.1f}->{load1:.1f})", flush=True)
     f, q = len(models["float32"]), len(models["int8 converter per channel"])
     print(f"{name}: {f:,} -> {q:,} bytes ({f / q:.2f}x smaller); load at start {start_load:.1f}", flush=True)

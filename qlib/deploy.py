@@ -4,14 +4,16 @@ Three things a deployment needs, measured with LiteRT's own kernels:
 
 - **Latency** (:func:`time_models`): single-thread ``invoke()`` times of several ``.tflite`` models,
   interleaved round by round so that a busy machine slows them all alike, with median and
-  quartiles. Ratios between models are only meaningful within one call.
+  quartiles, by the wall clock and by the calling thread's CPU time (:class:`Timing`). Ratios
+  between models are only meaningful within one call.
 - **A per-op profile** (:func:`profile_ops`). LiteRT's Python API has no op profiler, so every op
   of the model is cut out into a single-op ``.tflite`` (:func:`op_models`: the op, its tensors and
   its constant buffers, through the flatbuffer schema module LiteRT ships) and timed with the same
-  interpreter, kernels and threads, on the real intermediate tensors of the whole model. The cost
-  of one ``invoke()`` call itself (Python and interpreter overhead, measured on a one-element op)
-  is taken off each op and counted once, as it is in the whole model. :class:`Profile` checks that
-  the ops add up to the whole model's time, and gives the MACs of every op beside its time.
+  interpreter, kernels and threads, on the real intermediate tensors of the whole model, in
+  passes that run the ops in the model's order. The cost of one ``invoke()`` call itself (Python
+  and interpreter overhead, measured on a one-element op) is taken off each op and counted once,
+  as it is in the whole model. :class:`Profile` compares the ops' sum with the whole model's
+  time, and gives the MACs of every op beside its time.
 - **The phone's own profiler output** (:func:`parse_benchmark_model`): the text that LiteRT's
   ``benchmark_model --enable_op_profiling=true`` prints on a device, parsed into the same rows.
   :func:`published_sample` is a real one, from the tool's README.
@@ -248,32 +250,52 @@ def _ready(tflite_model: bytes, kernels: str, num_threads: int, x=None, seed: in
 
 @dataclass(frozen=True)
 class Timing:
-    """Single-call ``invoke()`` times of one model: median, quartiles and minimum, in ms."""
+    """Single-call ``invoke()`` times of one model, in ms: median, quartiles and minimum of the
+    wall-clock time, and the median, quartiles and minimum of the calling thread's CPU time.
+
+    With one thread the CPU time is the time the kernels computed: on a shared machine the
+    wall-clock time also counts the waits while other processes had the core. (With more
+    threads the calling thread's CPU time misses the workers': the ``cpu_*`` fields are None.)
+    """
 
     median_ms: float
     q1_ms: float
     q3_ms: float
     min_ms: float
     n: int
+    cpu_median_ms: float | None = None
+    cpu_q1_ms: float | None = None
+    cpu_q3_ms: float | None = None
+    cpu_min_ms: float | None = None
 
     def __repr__(self) -> str:
+        cpu = "" if self.cpu_median_ms is None else f"; CPU time median {self.cpu_median_ms:.3f} ms"
         return (f"Timing(median {self.median_ms:.3f} ms [q1 {self.q1_ms:.3f}, q3 {self.q3_ms:.3f}], "
-                f"min {self.min_ms:.3f}, n={self.n})")
+                f"min {self.min_ms:.3f}{cpu}, n={self.n})")
 
     @classmethod
-    def from_samples(cls, seconds) -> "Timing":
-        """From call durations in seconds.
+    def from_samples(cls, seconds, cpu_seconds=None) -> "Timing":
+        """From call durations in seconds (wall clock, and optionally the thread's CPU time).
 
         Examples
         --------
         >>> Timing.from_samples([0.001, 0.002, 0.003, 0.010])
         Timing(median 2.500 ms [q1 1.750, q3 4.750], min 1.000, n=4)
+        >>> Timing.from_samples([0.001, 0.004], cpu_seconds=[0.001, 0.0012]).cpu_median_ms
+        1.1
         """
         s = np.asarray(seconds, np.float64) * 1e3
         if s.size == 0:
             raise ValueError("no timing samples")
         q1, med, q3 = np.percentile(s, [25, 50, 75])
-        return cls(float(med), float(q1), float(q3), float(s.min()), int(s.size))
+        cpu = [None] * 4
+        if cpu_seconds is not None:
+            c = np.asarray(cpu_seconds, np.float64) * 1e3
+            if c.shape != s.shape:
+                raise ValueError(f"cpu_seconds must match seconds, got {c.shape} and {s.shape}")
+            cq1, cmed, cq3 = np.percentile(c, [25, 50, 75])
+            cpu = [float(cmed), float(cq1), float(cq3), float(c.min())]
+        return cls(float(med), float(q1), float(q3), float(s.min()), int(s.size), *cpu)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -292,15 +314,17 @@ def _interleaved(its: dict, rounds: int, per_round: int, warmup: int) -> dict:
         for _ in range(warmup):
             it.invoke()
     names = list(its)
-    samples = {k: [] for k in names}
-    clock = time.perf_counter
+    samples = {k: ([], []) for k in names}
+    wall, cpu = time.perf_counter, time.thread_time
     for r in range(rounds):
         for k in names[r % len(names):] + names[:r % len(names)]:
-            invoke, out = its[k].invoke, samples[k]
+            invoke, (out, out_cpu) = its[k].invoke, samples[k]
             for _ in range(per_round):
-                t0 = clock()
+                t0, c0 = wall(), cpu()
                 invoke()
-                out.append(clock() - t0)
+                c1, t1 = cpu(), wall()
+                out.append(t1 - t0)
+                out_cpu.append(c1 - c0)
     return samples
 
 
@@ -336,7 +360,7 @@ def time_models(models: dict, kernels: str = "default", num_threads: int = 1, ro
         _check_positive(v, name)
     its = {k: _ready(_check_model(b, f"models[{k!r}]"), kernels, num_threads, x, seed) for k, b in models.items()}
     samples = _interleaved(its, rounds, per_round, warmup)
-    return {k: Timing.from_samples(v) for k, v in samples.items()}
+    return {k: Timing.from_samples(w, c if num_threads == 1 else None) for k, (w, c) in samples.items()}
 
 
 # --- the flatbuffer, one op at a time -----------------------------------------------------------
@@ -399,10 +423,11 @@ def _macs(op_type: str, shapes_in: list, shape_out) -> int:
 
 @dataclass(frozen=True, eq=False)
 class OpModel:
-    """One op of a model, cut out into its own ``.tflite``: its type, layer, MACs and bytes.
+    """One op of a model (with a PAD before it when ``fused``), cut out into its own ``.tflite``:
+    its type, layer, MACs and bytes.
 
     ``inputs`` are the parent model's tensor indices that feed it (constants excluded), in the
-    order of the single-op model's inputs.
+    order of the cut-out model's inputs; ``fused`` names the ops folded in before it.
     """
 
     index: int
@@ -411,25 +436,38 @@ class OpModel:
     macs: int
     tflite: bytes
     inputs: tuple
+    fused: tuple = ()
 
     def __repr__(self) -> str:
-        return f"OpModel({self.index}: {self.op_type} {self.name!r}, {self.macs:,} MACs, {len(self.tflite):,} bytes)"
+        fused = f" (with {', '.join(self.fused)} before it)" if self.fused else ""
+        return (f"OpModel({self.index}: {self.op_type} {self.name!r}{fused}, {self.macs:,} MACs, "
+                f"{len(self.tflite):,} bytes)")
 
 
-def op_models(tflite_model: bytes) -> list:
+#: Ops that a delegate folds into the convolution they feed (XNNPACK folds explicit padding).
+_FOLDED_INTO_CONV = {"PAD"}
+_CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+
+
+def op_models(tflite_model: bytes, fuse_pad: bool = False) -> list:
     """Every op of the main subgraph as its own single-op ``.tflite`` (:class:`OpModel`).
 
     Each single-op model keeps the op exactly as stored (options, operator code and version),
     its tensors (types, shapes, quantization) and its constant buffers; its inputs are the op's
-    non-constant inputs.
+    non-constant inputs. With ``fuse_pad``, a PAD whose output feeds only a convolution is cut
+    out together with it, as one two-op model reported as the convolution: the XNNPACK delegate
+    (LiteRT's default kernels) folds such a PAD into the convolution, so in the whole model it
+    costs nothing of its own.
 
     Examples
     --------
     >>> ops = op_models(_example_model())
     >>> [(o.op_type, o.name) for o in ops]
-    [('CONV_2D', 'conv'), ('DEPTHWISE_CONV_2D', 'dw'), ('CONV_2D', 'pw'), ('MEAN', 'pool'), ('FULLY_CONNECTED', 'output')]
-    >>> ops[1].macs == 14 * 14 * 16 * 3 * 3
+    [('CONV_2D', 'conv'), ('PAD', 'pad'), ('DEPTHWISE_CONV_2D', 'dw'), ('CONV_2D', 'pw'), ('MEAN', 'pool'), ('FULLY_CONNECTED', 'output')]
+    >>> ops[2].macs == 8 * 8 * 16 * 3 * 3
     True
+    >>> op_models(_example_model(), fuse_pad=True)[1]
+    OpModel(2: DEPTHWISE_CONV_2D 'dw' (with PAD before it), 9,216 MACs, ... bytes)
     """
     s = _schema()
     model = _read(_check_model(tflite_model))
@@ -437,16 +475,37 @@ def op_models(tflite_model: bytes) -> list:
         raise ValueError("tflite_model has no subgraph")
     g = model.subgraphs[0]
     buffers = model.buffers or []
+    operators = list(g.operators or [])
 
     def constant(i):
         b = g.tensors[i].buffer
         return 0 < b < len(buffers) and buffers[b] is not None and buffers[b].data is not None and len(buffers[b].data) > 0
 
-    graph_outputs = set(int(i) for i in (g.outputs if g.outputs is not None else []))
-    out = []
-    for k, op in enumerate(g.operators or []):
+    def op_type(op):
         code = model.operatorCodes[op.opcodeIndex]
-        op_type = _op_names().get(max(code.builtinCode, code.deprecatedBuiltinCode), f"CUSTOM_{code.customCode}")
+        return _op_names().get(max(code.builtinCode, code.deprecatedBuiltinCode), f"CUSTOM_{code.customCode}")
+
+    graph_outputs = set(int(i) for i in (g.outputs if g.outputs is not None else []))
+    consumers: dict = {}
+    for k, op in enumerate(operators):
+        for i in op.inputs:
+            consumers.setdefault(int(i), []).append(k)
+    groups, folded = [], set()
+    for k, op in enumerate(operators):
+        if k in folded:
+            continue
+        nxt = consumers.get(int(op.outputs[0]), [])
+        if (fuse_pad and op_type(op) in _FOLDED_INTO_CONV and len(nxt) == 1 and op_type(operators[nxt[0]]) in _CONVS
+                and int(op.outputs[0]) not in graph_outputs):
+            groups.append([k, nxt[0]])
+            folded.add(nxt[0])
+        else:
+            groups.append([k])
+    groups.sort(key=lambda grp: grp[-1])
+    out = []
+    for grp in groups:
+        ops = [operators[k] for k in grp]
+        produced = {int(i) for op in ops for i in op.outputs}
         tensors, new_buffers, remap = [], [s.BufferT()], {}
 
         def add(i):
@@ -461,19 +520,28 @@ def op_models(tflite_model: bytes) -> list:
                 tensors.append(t)
             return remap[i]
 
-        ins = [add(i) for i in op.inputs]
-        outs = [add(i) for i in op.outputs]
-        feeds = tuple(int(i) for i in op.inputs if i >= 0 and not constant(int(i)))
-        single = copy.copy(op)
-        single.inputs, single.outputs = ins, outs
-        sub = s.SubGraphT(tensors=tensors, inputs=[remap[i] for i in feeds], outputs=outs, operators=[single],
-                          name=f"op{k}")
+        feeds, new_ops = [], []
+        for op in ops:
+            for i in op.inputs:
+                i = int(i)
+                if i >= 0 and i not in produced and not constant(i) and i not in feeds:
+                    feeds.append(i)
+            single = copy.copy(op)
+            single.inputs = [add(i) for i in op.inputs]
+            single.outputs = [add(i) for i in op.outputs]
+            new_ops.append(single)
+        last = ops[-1]
+        k = grp[-1]
+        sub = s.SubGraphT(tensors=tensors, inputs=[remap[i] for i in feeds], outputs=list(new_ops[-1].outputs),
+                          operators=new_ops, name=f"op{k}")
         m = s.ModelT(version=model.version, operatorCodes=model.operatorCodes, subgraphs=[sub],
                      description=f"op {k} of a larger model", buffers=new_buffers)
-        first_out = int(op.outputs[0])
-        shapes_in = [list(g.tensors[int(i)].shape) if i >= 0 else [] for i in op.inputs]
-        out.append(OpModel(k, op_type, _layer_name(_text(g.tensors[first_out].name), op_type, k, first_out in graph_outputs),
-                           _macs(op_type, shapes_in, g.tensors[first_out].shape), _write(m), feeds))
+        first_out = int(last.outputs[0])
+        t = op_type(last)
+        shapes_in = [list(g.tensors[int(i)].shape) if i >= 0 else [] for i in last.inputs]
+        out.append(OpModel(k, t, _layer_name(_text(g.tensors[first_out].name), t, k, first_out in graph_outputs),
+                           _macs(t, shapes_in, g.tensors[first_out].shape), _write(m), tuple(feeds),
+                           tuple(op_type(operators[j]) for j in grp[:-1])))
     return out
 
 
@@ -497,8 +565,9 @@ def _noop_model() -> bytes:
 
 @dataclass(frozen=True)
 class OpTime:
-    """One op's time in a :class:`Profile`: ``ms`` with the per-call overhead taken off, ``raw_ms``
-    as measured."""
+    """One op's time in a :class:`Profile`, in ms, with the per-call overhead taken off: ``ms``
+    (median wall clock), ``min_ms`` (fastest pass), ``cpu_ms`` (median CPU time of the thread);
+    ``raw_ms`` is the median wall clock as measured."""
 
     index: int
     op_type: str
@@ -506,10 +575,12 @@ class OpTime:
     macs: int
     ms: float
     raw_ms: float
+    min_ms: float
+    cpu_ms: float | None = None
 
     @property
     def ms_per_mmac(self) -> float | None:
-        """Milliseconds per million MACs (None for ops without MACs)."""
+        """Milliseconds (median) per million MACs (None for ops without MACs)."""
         return self.ms / (self.macs / 1e6) if self.macs else None
 
 
@@ -517,19 +588,26 @@ class OpTime:
 class Profile:
     """Per-op times of one model, measured op by op, and the whole model's time.
 
-    ``total_ms`` (the ops, plus one call's overhead) should match ``whole_ms``; ``ratio`` is
-    their quotient.
+    ``total_ms`` (the ops' medians, plus one call's overhead) should match ``whole_ms``; ``ratio``
+    is their quotient, in wall-clock time. ``ratio_cpu`` is the same in the thread's CPU time,
+    and ``ratio_min`` with each piece's fastest pass. On a loaded machine a whole-model call,
+    much longer than one op's, is far more often preempted, which inflates its wall-clock median
+    and not the ops'; CPU time does not count the waits.
     """
 
     ops: tuple
     whole: Timing
-    overhead_ms: float
+    overhead: Timing
     kernels: str
     num_threads: int
 
     @property
     def whole_ms(self) -> float:
         return self.whole.median_ms
+
+    @property
+    def overhead_ms(self) -> float:
+        return self.overhead.median_ms
 
     @property
     def total_ms(self) -> float:
@@ -539,19 +617,46 @@ class Profile:
     def ratio(self) -> float:
         return self.total_ms / self.whole_ms
 
+    @property
+    def ratio_min(self) -> float:
+        return (self.overhead.min_ms + sum(o.min_ms for o in self.ops)) / self.whole.min_ms
+
+    @property
+    def total_cpu_ms(self) -> float | None:
+        if self.overhead.cpu_median_ms is None:
+            return None
+        return self.overhead.cpu_median_ms + sum(o.cpu_ms for o in self.ops)
+
+    @property
+    def ratio_cpu(self) -> float | None:
+        return None if self.total_cpu_ms is None else self.total_cpu_ms / self.whole.cpu_median_ms
+
     def __repr__(self) -> str:
         return (f"Profile({len(self.ops)} ops, {self.kernels} kernels, {self.num_threads} thread(s): ops sum to "
-                f"{self.total_ms:.3f} ms, whole model {self.whole_ms:.3f} ms, ratio {self.ratio:.2f})")
+                f"{self.total_ms:.3f} ms, whole model {self.whole_ms:.3f} ms, ratio {self.ratio:.2f}"
+                + ("" if self.ratio_cpu is None else f"; in CPU time {self.ratio_cpu:.2f}") + ")")
 
     def records(self) -> list:
-        """One dict per op: index, type, layer name, MACs, ms, raw ms, share of the ops' time, ms/MMAC."""
-        total = sum(o.ms for o in self.ops) or 1.0
-        return [dict(index=o.index, op_type=o.op_type, name=o.name, macs=o.macs, ms=o.ms, raw_ms=o.raw_ms,
-                     share=o.ms / total, ms_per_mmac=o.ms_per_mmac) for o in self.ops]
+        """One dict per op: index, type, layer name, MACs, ``ms`` (wall clock), ``min_ms``, ``cpu_ms``,
+        ``raw_ms``, share of the ops' time and ms per million MACs (both from ``ms``)."""
+        return self._records(False)
 
-    def by_type(self) -> list:
+    def _records(self, use_cpu: bool) -> list:
+        t = [(o.cpu_ms if use_cpu else o.ms) for o in self.ops]
+        total = sum(t) or 1.0
+        return [dict(index=o.index, op_type=o.op_type, name=o.name, macs=o.macs, ms=ms, wall_ms=o.ms, min_ms=o.min_ms,
+                     cpu_ms=o.cpu_ms, raw_ms=o.raw_ms, share=ms / total,
+                     ms_per_mmac=ms / (o.macs / 1e6) if o.macs else None) for o, ms in zip(self.ops, t)]
+
+    def cpu_records(self) -> list:
+        """:meth:`records` with the thread's CPU time as ``ms`` (single thread only)."""
+        if self.ratio_cpu is None:
+            raise ValueError("no CPU times: they are measured with num_threads=1 only")
+        return self._records(True)
+
+    def by_type(self, use_cpu: bool = False) -> list:
         """Totals by op type, largest first: count, ms, share, MACs, ms per million MACs."""
-        return _totals_by_type(self.records())
+        return _totals_by_type(self.cpu_records() if use_cpu else self.records())
 
 
 def _totals_by_type(rows: list) -> list:
@@ -590,47 +695,57 @@ def _passes(its: dict, passes: int, warmup: int) -> dict:
     for it in its.values():
         for _ in range(warmup):
             it.invoke()
-    samples = {k: [] for k in its}
-    calls = [(samples[k], it.invoke) for k, it in its.items()]
-    clock = time.perf_counter
+    samples = {k: ([], []) for k in its}
+    calls = [(samples[k][0], samples[k][1], it.invoke) for k, it in its.items()]
+    wall, cpu = time.perf_counter, time.thread_time
     for _ in range(passes):
-        for out, invoke in calls:
-            t0 = clock()
+        for out, out_cpu, invoke in calls:
+            t0, c0 = wall(), cpu()
             invoke()
-            out.append(clock() - t0)
+            c1, t1 = cpu(), wall()
+            out.append(t1 - t0)
+            out_cpu.append(c1 - c0)
     return samples
 
 
 def profile_ops(tflite_model: bytes, kernels: str = "default", num_threads: int = 1, passes: int = 100,
-                warmup: int = 3, x=None, seed: int = 0) -> Profile:
+                warmup: int = 3, x=None, seed: int = 0, fuse_pad: bool | None = None) -> Profile:
     """Time every op of a model on its own, with LiteRT's kernels, beside the whole model.
 
     Every op runs as a single-op model (:func:`op_models`) on the tensors it sees in the whole
     model (taken from one run of the whole model). Each of ``passes`` passes calls the whole
     model once, a one-element no-op model once, and every op once in the model's order; medians
-    are over the passes. The no-op's time, the cost of one ``invoke()`` call, is taken off every
-    op (never below zero) and counted once in :attr:`Profile.total_ms`.
+    are over the passes (and the fastest pass is kept too). The no-op's time, the cost of one
+    ``invoke()`` call, is taken off every op (never below zero) and counted once in
+    :attr:`Profile.total_ms`. ``fuse_pad`` (default: only with the default kernels, whose XNNPACK
+    delegate folds explicit padding into convolutions) times a PAD together with the convolution
+    it feeds (:func:`op_models`).
 
     Examples
     --------
     >>> p = profile_ops(_example_model(), passes=20)
-    >>> [o.op_type for o in p.ops][:3], p.ratio > 0
+    >>> [o.op_type for o in p.ops][:3], p.ratio > 0           # the PAD timed with the depthwise conv
     (['CONV_2D', 'DEPTHWISE_CONV_2D', 'CONV_2D'], True)
     """
     tflite_model = _check_model(tflite_model)
     _check_kernels(kernels), _check_threads(num_threads)
     _check_positive(passes, "passes")
-    ops = op_models(tflite_model)
+    ops = op_models(tflite_model, fuse_pad=kernels == "default" if fuse_pad is None else fuse_pad)
     values = _intermediates(tflite_model, num_threads, x, seed)
     its = {"whole": _ready(tflite_model, kernels, num_threads, x, seed),
            "noop": _ready(_noop_model(), kernels, num_threads, seed=seed)}
     for o in ops:
         its[o.index] = _ready(o.tflite, kernels, num_threads, seed=seed, inputs=[values[i] for i in o.inputs])
-    t = {k: Timing.from_samples(v) for k, v in _passes(its, passes, warmup).items()}
-    overhead = t["noop"].median_ms
-    rows = tuple(OpTime(o.index, o.op_type, o.name, o.macs, max(t[o.index].median_ms - overhead, 0.0),
-                        t[o.index].median_ms) for o in ops)
-    return Profile(rows, t["whole"], overhead, kernels, num_threads)
+    t = {k: Timing.from_samples(w, c if num_threads == 1 else None) for k, (w, c) in _passes(its, passes, warmup).items()}
+    noop = t["noop"]
+
+    def net(a, b):
+        return None if a is None or b is None else max(a - b, 0.0)
+
+    rows = tuple(OpTime(o.index, o.op_type, o.name, o.macs, net(t[o.index].median_ms, noop.median_ms),
+                        t[o.index].median_ms, net(t[o.index].min_ms, noop.min_ms),
+                        net(t[o.index].cpu_median_ms, noop.cpu_median_ms)) for o in ops)
+    return Profile(rows, t["whole"], noop, kernels, num_threads)
 
 
 # --- benchmark_model's output ---------------------------------------------------------------------
@@ -823,7 +938,8 @@ def _example_keras():
     keras.utils.set_random_seed(0)
     inp = keras.Input((16, 16, 3), name="image")
     h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv")(inp)
-    h = keras.layers.DepthwiseConv2D(3, name="dw")(h)
+    h = keras.layers.ZeroPadding2D(1, name="pad")(h)
+    h = keras.layers.DepthwiseConv2D(3, strides=2, name="dw")(h)
     h = keras.layers.Conv2D(32, 1, activation="relu", name="pw")(h)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     return keras.Model(inp, keras.layers.Dense(4, name="fc")(h), name="tiny")

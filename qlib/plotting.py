@@ -678,10 +678,11 @@ OP_COLORS = {"CONV_2D": "#1f77b4", "DEPTHWISE_CONV_2D": "#ff7f0e", "FULLY_CONNEC
 
 
 def latency_figure(records: list, models: list, variants: list, kernels=("default", "optimized", "reference"),
-                   title: str = "HOST CPU (not a phone), 1 thread: ") -> go.Figure:
+                   title: str = "HOST CPU (not a phone), 1 thread: ", prefix: str = "") -> go.Figure:
     """Median single-image latency (bars, quartiles as error bars) of each model and variant; a
     dropdown picks the kernel set. ``records`` carry ``model``, ``variant``, ``kernels``,
-    ``median_ms``, ``q1_ms``, ``q3_ms`` (``benchmarks/latency.py``).
+    ``median_ms``, ``q1_ms``, ``q3_ms`` (``benchmarks/latency.py``); ``prefix="cpu_"`` plots the
+    ``cpu_median_ms``... fields instead.
 
     Examples
     --------
@@ -696,13 +697,14 @@ def latency_figure(records: list, models: list, variants: list, kernels=("defaul
     for kernel in kernels:
         for j, v in enumerate(variants):
             rs = {r["model"]: r for r in records if r["kernels"] == kernel and r["variant"] == v}
-            ms = [rs[m]["median_ms"] if m in rs else None for m in models]
+            med, q1, q3 = f"{prefix}median_ms", f"{prefix}q1_ms", f"{prefix}q3_ms"
+            ms = [rs[m][med] if m in rs else None for m in models]
             fig.add_trace(go.Bar(
                 x=models, y=ms, name=v, marker_color=COLORS[j % len(COLORS)], legendgroup=v,
                 showlegend=kernel == kernels[0],
                 error_y=dict(type="data", symmetric=False,
-                             array=[rs[m]["q3_ms"] - rs[m]["median_ms"] if m in rs else None for m in models],
-                             arrayminus=[rs[m]["median_ms"] - rs[m]["q1_ms"] if m in rs else None for m in models]),
+                             array=[rs[m][q3] - rs[m][med] if m in rs else None for m in models],
+                             arrayminus=[rs[m][med] - rs[m][q1] if m in rs else None for m in models]),
                 hovertemplate="%{x}<br>" + v + ": %{y:.3f} ms<extra></extra>"))
     if len(kernels) > 1:
         add_steps(fig, _groups(len(kernels), len(variants), kernels), "dropdown",

@@ -114,7 +114,9 @@ def test_single_op_models_reproduce_the_whole_model(tiny):
     ops = deploy.op_models(tfl)
     values = deploy._intermediates(tfl, 1, x[:1], 0)
     g = deploy._read(tfl).subgraphs[0]
-    for o in ops:  # optimized kernels, no delegate: every op reproduces its tensor bit for bit
+    fused = deploy.op_models(tfl, fuse_pad=True)
+    assert len(fused) == len(ops) - 1 and fused[1].fused == ("PAD",) and fused[1].op_type == "DEPTHWISE_CONV_2D"
+    for o in ops + fused:  # optimized kernels, no delegate: every cut reproduces its tensor bit for bit
         it = deploy._ready(o.tflite, "optimized", 1, inputs=[values[i] for i in o.inputs])
         it.invoke()
         np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]),
@@ -131,22 +133,31 @@ def test_per_op_times_add_up_to_the_whole_model(tiny):
     model, x, tfl = tiny
     for kernels in ("default", "optimized"):
         p = deploy.profile_ops(tfl, kernels=kernels, passes=60, x=x[:1])
-        assert [o.op_type for o in p.ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "FULLY_CONNECTED"]
+        expected = ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "FULLY_CONNECTED"]
+        if kernels == "optimized":  # no delegate folds the PAD into the depthwise conv: timed on its own
+            expected.insert(1, "PAD")
+        assert [o.op_type for o in p.ops] == expected
         assert 0 < p.overhead_ms < 0.05 and all(o.raw_ms > 0 for o in p.ops)
-        assert 0.7 < p.ratio < 1.3, p
+        assert 0.7 < p.ratio < 1.3 and 0.7 < p.ratio_cpu < 1.3, p
+        assert all(o.min_ms <= o.raw_ms for o in p.ops) and all(o.cpu_ms is not None for o in p.ops)
         assert p.total_ms == pytest.approx(p.overhead_ms + sum(o.ms for o in p.ops))
         recs = p.records()
         assert math.isclose(sum(r["share"] for r in recs), 1.0)
-        assert recs[1]["ms_per_mmac"] == pytest.approx(recs[1]["ms"] / (14 * 14 * 16 * 9 / 1e6))
+        dw = next(r for r in recs if r["op_type"] == "DEPTHWISE_CONV_2D")
+        assert dw["ms_per_mmac"] == pytest.approx(dw["ms"] / (8 * 8 * 16 * 9 / 1e6))
 
 
 def test_shipped_profiles_add_up():
+    """The benchmark's profiles (default kernels) add up within 15%, in the thread's CPU time (a
+    loaded machine preempts the whole model's long calls far more often than the ops' short ones,
+    which inflates its wall-clock median and not theirs; see benchmarks/op_profile.py)."""
     from qlib.results import load
 
     summaries = load("op_profile").select(kind="summary", kernels="default")
     assert summaries
     for s in summaries:
-        assert abs(s["ratio"] - 1) < 0.15, s
+        assert abs(s["ratio_cpu"] - 1) < 0.15, s
+        assert s["total_cpu_ms"] / s["whole_cpu_ms"] == pytest.approx(s["ratio_cpu"])
         assert s["total_ms"] == pytest.approx(s["overhead_ms"] + sum(
             r["ms"] for r in load("op_profile").select(kind="op", model=s["model"], variant=s["variant"],
                                                        kernels=s["kernels"])), rel=1e-6)
@@ -172,6 +183,8 @@ def test_time_models_interleaves_and_times_each_call():
     t = deploy.time_models({"a": tfl, "b": tfl}, rounds=3, per_round=4)
     assert set(t) == {"a", "b"} and t["a"].n == t["b"].n == 12
     assert 0 < t["a"].min_ms <= t["a"].q1_ms <= t["a"].median_ms <= t["a"].q3_ms
+    assert 0 < t["a"].cpu_min_ms <= t["a"].cpu_median_ms  # single thread: the thread's CPU time too
+    assert deploy.time_models({"a": tfl}, num_threads=2, rounds=1, per_round=2)["a"].cpu_median_ms is None
 
 
 def test_shipped_latency_ratios_are_from_one_run():
@@ -182,7 +195,8 @@ def test_shipped_latency_ratios_are_from_one_run():
     for r in lat:
         f = lat.one(model=r["model"], kernels=r["kernels"], variant="float32")
         assert r["float_over_this"] == pytest.approx(f["median_ms"] / r["median_ms"])
-        assert r["q1_ms"] <= r["median_ms"] <= r["q3_ms"]
+        assert r["cpu_float_over_this"] == pytest.approx(f["cpu_median_ms"] / r["cpu_median_ms"])
+        assert r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and r["cpu_q1_ms"] <= r["cpu_median_ms"] <= r["cpu_q3_ms"]
     for r in lat.select(variant="int8 converter per channel", kernels="default"):
         assert r["size_bytes"] < lat.one(model=r["model"], kernels="default", variant="float32")["size_bytes"] / 3
 
