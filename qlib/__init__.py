@@ -54,6 +54,7 @@ MODULES = {
         "zoo": "the trained Fashion-MNIST model zoo",
         "imagenet": "the pretrained ImageNet MobileNetV2, ported exactly",
         "cache": "cached sweep results keyed by model, configuration and code version",
+        "photos": "the offline natural photo set (Debian and scikit-image photos), checked by sha256",
     },
 }
 

@@ -533,12 +533,12 @@ def per_layer_figure(panels: dict, y_title: str, log_y: bool = True, hline: floa
     return fig
 
 
-def agreement_vs_bits_figure(records: list, title: str = "", lines=None) -> go.Figure:
-    """Top-1 agreement with float against weight bits, with 95% intervals when records carry them.
+def agreement_vs_bits_figure(records: list, title: str = "", lines=None, ci_field: str | None = None) -> go.Figure:
+    """Top-1 agreement with float against weight bits, with error bars when records carry an interval.
 
-    ``records`` are dicts with ``weight_bits``, ``agreement`` (and optionally ``agreement_ci_low``/
-    ``agreement_ci_high``) and the fields named in ``lines``: ``{label: {field: value}}``
-    (default: per tensor vs per channel).
+    ``records`` are dicts with ``weight_bits``, ``agreement``, the interval ``ci_field`` (a
+    ``[low, high]`` pair, e.g. ``"agreement_ci95_photo_bootstrap"``) if given, and the fields named
+    in ``lines``: ``{label: {field: value}}`` (default: per tensor vs per channel).
 
     Examples
     --------
@@ -546,15 +546,18 @@ def agreement_vs_bits_figure(records: list, title: str = "", lines=None) -> go.F
     ...                                                                          (4, True, .7), (8, True, .97)]]
     >>> [t.name for t in agreement_vs_bits_figure(recs).data]
     ['per tensor', 'per channel']
+    >>> for r in recs: r["ci"] = [r["agreement"] - 0.05, r["agreement"] + 0.02]
+    >>> [round(v, 2) for v in agreement_vs_bits_figure(recs, ci_field="ci").data[0].error_y.arrayminus]
+    [0.05, 0.05]
     """
     lines = lines or {"per tensor": {"per_channel": False}, "per channel": {"per_channel": True}}
     fig = go.Figure()
     for j, (label, sel) in enumerate(lines.items()):
         rs = sorted((r for r in records if all(r.get(k) == v for k, v in sel.items())), key=lambda r: r["weight_bits"])
         err = None
-        if rs and all("agreement_ci_low" in r for r in rs):
-            err = dict(type="data", symmetric=False, array=[r["agreement_ci_high"] - r["agreement"] for r in rs],
-                       arrayminus=[r["agreement"] - r["agreement_ci_low"] for r in rs])
+        if ci_field is not None and rs:
+            err = dict(type="data", symmetric=False, array=[r[ci_field][1] - r["agreement"] for r in rs],
+                       arrayminus=[r["agreement"] - r[ci_field][0] for r in rs])
         fig.add_trace(go.Scatter(x=[r["weight_bits"] for r in rs], y=[r["agreement"] for r in rs], error_y=err,
                                  mode="lines+markers", name=label, line=dict(color=COLORS[j % len(COLORS)])))
     ticks = sorted({r["weight_bits"] for r in records})

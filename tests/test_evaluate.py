@@ -9,7 +9,6 @@ from qlib.cache import cached, model_hash
 from qlib.data import one_per_class
 from qlib.evaluate import evaluate, fidelity, wilson_interval
 from qlib.tflite import convert_int8
-from qlib.zoo import load_model
 
 
 def test_wilson_interval_brackets_the_estimate():

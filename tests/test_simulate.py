@@ -8,7 +8,6 @@ from qlib.evaluate import evaluate, fidelity, predict
 from qlib.quantizers import compute_params, fit_params, round_half_away
 from qlib.simulate import FakeQuant, Simulator, quantization_points, quantize_model
 from qlib.tflite import convert_int8
-from qlib.zoo import load_model
 
 
 def _tiny():
