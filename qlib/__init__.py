@@ -36,7 +36,10 @@ MODULES = {
         "dfq": "data-free quantization: equalization, high-bias absorption, bias correction",
     },
     "deploy": {
-        "tflite": "the real TFLite converter and interpreter",
+        "tflite": "the real TFLite converter and LiteRT's interpreter, by kernel set",
+        "flatbuffer": "read and write .tflite files through the generated schema module",
+        "export": "qlib's grids in a real int8 .tflite",
+        "integer": "integer-only inference in numpy, bit-exact with LiteRT's kernels",
         "evaluate": "accuracy with confidence intervals and fidelity, for Keras and TFLite models",
         "deploy": "latency on LiteRT's kernels, the per-op profiler, benchmark_model's output parsed",
     },

@@ -1,8 +1,11 @@
 """Accuracy with a confidence interval, and fidelity to a float reference, for Keras and TFLite alike.
 
 ``evaluate(model, x, y)`` takes a Keras model, the bytes of a ``.tflite`` model, or a path to
-one; a TFLite model runs in the real interpreter (int8 inputs quantized with the model's own
-input scale and zero point, outputs dequantized).
+one; a TFLite model runs in LiteRT (``kernels``: ``"default"``, ``"optimized"`` or
+``"reference"``, see :mod:`qlib.tflite`) or in qlib's own integer interpreter
+(``kernels="qlib"``, :mod:`qlib.integer`). int8 inputs are quantized with the model's own input
+scale and zero point exactly as TFLite's QUANTIZE kernel rounds (:func:`qlib.tflite.quantize_input`);
+outputs are dequantized.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import check_array, check_batch, check_count
-from .quantizers import round_half_away
 
 __all__ = ["wilson_interval", "fidelity", "Evaluation", "predict", "evaluate"]
 
@@ -92,8 +94,11 @@ class Evaluation:
         return dict(self.__dict__)
 
 
-def predict(model, x, batch_size: int = 500) -> np.ndarray:
+def predict(model, x, batch_size: int = 500, kernels: str = "default") -> np.ndarray:
     """Logits of a Keras model or a TFLite model (bytes or path) on inputs ``x``.
+
+    ``kernels`` picks what runs a TFLite model: LiteRT's ``"default"``, ``"optimized"`` or
+    ``"reference"`` kernels, or ``"qlib"`` (:func:`qlib.integer.run`).
 
     Examples
     --------
@@ -110,7 +115,7 @@ def predict(model, x, batch_size: int = 500) -> np.ndarray:
             raise FileNotFoundError(f"no TFLite model at {path}")
         model = path.read_bytes()
     if isinstance(model, (bytes, bytearray)):
-        return _predict_tflite(bytes(model), x, batch_size)
+        return _predict_tflite(bytes(model), x, batch_size, kernels)
     if not hasattr(model, "predict"):
         raise TypeError(f"model must be a keras.Model, TFLite bytes or a .tflite path, got {type(model).__name__}")
     if getattr(model, "inputs", None) and len(model.inputs) == 1:
@@ -118,38 +123,31 @@ def predict(model, x, batch_size: int = 500) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
 
 
-def _predict_tflite(tflite_model: bytes, x: np.ndarray, batch_size: int) -> np.ndarray:
-    from .tflite import interpreter
+def _predict_tflite(tflite_model: bytes, x: np.ndarray, batch_size: int, kernels: str) -> np.ndarray:
+    from .flatbuffer import graph
+    from .tflite import KERNELS, input_details, invoke, quantize_input
 
-    it = interpreter(tflite_model)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    check_batch(x, [None if d < 0 else int(d) for d in inp.get("shape_signature", inp["shape"])[1:]], "x")
-    results, current = [], None
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size]
-        if current != xb.shape[0]:
-            it.resize_tensor_input(inp["index"], list(xb.shape))
-            it.allocate_tensors()
-            current = xb.shape[0]
-            inp, out = it.get_input_details()[0], it.get_output_details()[0]
-        if inp["dtype"] != np.float32:
-            scale, zp = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            # TFLite's QUANTIZE rounds half away from zero (numpy's round goes to even)
-            xb = np.clip(round_half_away(xb / scale) + zp, info.min, info.max).astype(inp["dtype"])
-        it.set_tensor(inp["index"], xb)
-        it.invoke()
-        y = it.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            scale, zp = out["quantization"]
-            y = (y.astype(np.float32) - zp) * scale
-        results.append(np.array(y, np.float32))
-    return np.concatenate(results)
+    if kernels not in KERNELS and kernels != "qlib":
+        raise ValueError(f"kernels must be one of {sorted(KERNELS) + ['qlib']}, got {kernels!r}")
+    shape = input_details(tflite_model)["shape"]
+    check_batch(x, [None if int(d) < 0 else int(d) for d in shape[1:]], "x")
+    xq = quantize_input(tflite_model, x)
+    if kernels == "qlib":
+        from .integer import run
+
+        y = run(tflite_model, xq, batch_size=min(batch_size, 256))
+    else:
+        y = invoke(tflite_model, xq, kernels=kernels, batch_size=batch_size)
+    g = graph(tflite_model)
+    out = g.tensors[g.outputs[0]]
+    if y.dtype != np.float32:
+        y = (y.astype(np.float32) - np.float32(out.zero_point[0])) * np.float32(out.scale[0])
+    return np.asarray(y, np.float32)
 
 
-def evaluate(model, x, y, reference=None, batch_size: int = 500) -> Evaluation:
+def evaluate(model, x, y, reference=None, batch_size: int = 500, kernels: str = "default") -> Evaluation:
     """Top-1 accuracy (95% CI) of ``model`` on ``(x, y)``; with ``reference`` (float logits on the
-    same ``x``, or a float model), fidelity to it as well.
+    same ``x``, or a float model), fidelity to it as well. ``kernels``: see :func:`predict`.
 
     Examples
     --------
@@ -166,7 +164,7 @@ def evaluate(model, x, y, reference=None, batch_size: int = 500) -> Evaluation:
         raise ValueError("x is empty: evaluate needs at least one example")
     if y.shape != (x.shape[0],):
         raise ValueError(f"y must hold one label per example: x has {x.shape[0]}, y has shape {y.shape}")
-    logits = predict(model, x, batch_size)
+    logits = predict(model, x, batch_size, kernels)
     correct = int(np.sum(logits.argmax(1) == y))
     lo, hi = wilson_interval(correct, y.size)
     extra = {}

@@ -825,6 +825,57 @@ def _dfq_bias_correction(answer):
     return fb, expected
 
 
+# --- Integer-only inference: what the phone computes (book/integer_inference.md) ---
+
+def _integer_chapter():
+    """The chapter's network (MobileNet v1 standard, W8A8 per channel, exported) and its block1_pw step."""
+    from .export import zoo
+    from .integer import Model
+
+    e = zoo("v1_standard", 8, True)
+    model = Model(e.tflite)
+    step = next(s for s in model.steps
+                if s.op == "CONV_2D" and model.graph.tensors[s.inputs[1]].name.startswith("block1_pw/"))
+    return e, model, step
+
+
+def _pair(answer):
+    try:
+        return tuple(int(v) for v in answer)
+    except (TypeError, ValueError):
+        return answer
+
+
+@exercise("ex-integer-multiplier")
+def _integer_multiplier(answer):
+    _, _, step = _integer_chapter()
+    expected = (int(step.params["multiplier"][5]), int(step.params["shift"][5]))
+    return equal(_pair(answer), expected, what="(M0, shift) of block1_pw's output channel 5"), expected
+
+
+@exercise("ex-integer-bias")
+def _integer_bias(answer):
+    _, _, step = _integer_chapter()
+    expected = int(step.params["bias"][5])
+    try:
+        answer = int(answer)
+    except (TypeError, ValueError):
+        pass
+    return equal(answer, expected, what="the int32 bias of block1_pw's output channel 5"), expected
+
+
+@exercise("ex-integer-single-rounding")
+def _integer_single_rounding(answer):
+    from .data import fashion_mnist, preprocess
+    from .integer import Model
+    from .tflite import quantize_input
+
+    e, model, _ = _integer_chapter()
+    xq = quantize_input(e.tflite, preprocess(fashion_mnist("test")[0][:200]))
+    expected = float(np.mean(Model(e.tflite, rounding="single").run(xq) != model.run(xq)))
+    return close(answer, expected, rtol=1e-9, atol=1e-9, what="the share of int8 logits that change"), expected
+
+
 # ---------------------------------------------------------------------------------------------
 # Deploying to a Pixel
 # ---------------------------------------------------------------------------------------------

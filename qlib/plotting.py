@@ -670,6 +670,170 @@ def accuracy_vs_bits_figure(records: list, models: list, x_key: str = "weight_bi
     return fig
 
 
+# --- Part V: integer inference ---
+
+__all__ += ["requantization_figure", "partings_figure", "kernel_agreement_figure", "simulated_vs_real_figure"]
+
+
+def requantization_figure(acc, multiplier, shift, title: str = "") -> go.Figure:
+    """Where requantization rounds differently from exact arithmetic, for one layer's accumulators.
+
+    Histogram of the fractional part of the exact value ``v = acc * M0 / 2**(31 - shift)``;
+    overlaid, the outputs whose double-rounded integer differs from ``v`` rounded once (they all
+    sit just around 1/2). ``acc``: int32 accumulators (any shape, channels last); ``multiplier`` /
+    ``shift``: per channel, from :func:`qlib.integer.quantize_multiplier`.
+
+    Examples
+    --------
+    >>> from qlib.integer import quantize_multiplier
+    >>> m0, s = quantize_multiplier(np.array([0.01, 0.02]))
+    >>> fig = requantization_figure(np.arange(-4000, 4000).reshape(-1, 2), m0, s)
+    >>> len(fig.data)
+    2
+    """
+    from .integer import multiply_by_quantized_multiplier
+
+    acc = np.asarray(acc, np.int64)
+    m = np.broadcast_to(np.asarray(multiplier, np.int64), acc.shape[-1:])
+    sh = np.broadcast_to(np.asarray(shift, np.int64), acc.shape[-1:])
+    k = 31 - sh
+    num = acc * m
+    frac = (np.abs(num) & ((np.int64(1) << k) - 1)) / (2.0 ** k)  # fractional part of |v|
+    nearest = np.sign(num) * ((np.abs(num) + (np.int64(1) << (k - 1))) >> k)
+    differ = multiply_by_quantized_multiplier(acc, m, sh, "double") != nearest
+    bins = dict(start=0.0, end=1.0, size=0.01)
+    fig = go.Figure([
+        go.Histogram(x=frac.ravel(), xbins=bins, name="all outputs", marker=dict(color=COLORS[0]), opacity=0.55),
+        go.Histogram(x=frac[differ].ravel(), xbins=bins, name="double rounding gives another integer",
+                     marker=dict(color=COLORS[1])),
+    ])
+    fig.update_layout(barmode="overlay", title=title or "fractional part of the exact requantized value",
+                      xaxis_title="|acc x M| minus its integer part", yaxis_title="outputs (log)", yaxis_type="log",
+                      height=420, legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def partings_figure(records: list, models: list, title: str = "") -> go.Figure:
+    """Op by op, the share of int8 outputs where the float simulation and the integer kernels differ.
+
+    ``records``: rows of :func:`qlib.export.partings` with a ``model`` field (a dropdown picks the
+    model). Lines: the simulation end to end (from the float input), from the same int8 input,
+    and of each op alone; markers: the integer requantization's double-rounding cases and
+    saturated outputs (shares of that op's outputs). Log scale; zero shares are left out.
+
+    Examples
+    --------
+    >>> rows = [dict(model="m", op=op, layer=l, end_to_end_differ=e, same_input_differ=e / 2,
+    ...              isolated_differ=0.001, double_rounding=0.002, clamped_max=0.0)
+    ...         for op, l, e in [("input", "x", 0.1), ("CONV_2D", "c", 0.2)]]
+    >>> len(partings_figure(rows, ["m"]).data)
+    5
+    """
+    series = [("end_to_end_differ", "simulation vs integer, end to end", COLORS[1], "lines+markers"),
+              ("same_input_differ", "... from the same int8 input", COLORS[3], "lines+markers"),
+              ("isolated_differ", "... each op alone, same inputs", COLORS[0], "lines+markers"),
+              ("double_rounding", "integer: double rounding changes the output", COLORS[4], "markers"),
+              ("clamped_max", "integer: saturated (ReLU6 top or int8 max)", COLORS[2], "markers")]
+    fig = go.Figure()
+    for model in models:
+        rows = [r for r in records if r["model"] == model]
+        labels = [f"{i}: {r['layer']} ({r['op'].lower()})" for i, r in enumerate(rows)]
+        for key, name, color, mode in series:
+            ys = [r.get(key) if r.get(key) else None for r in rows]
+            fig.add_trace(go.Scatter(x=labels, y=ys, mode=mode, name=name, line=dict(color=color),
+                                     marker=dict(color=color, size=7), connectgaps=False,
+                                     hovertemplate="%{x}<br>%{y:.3%}<extra>" + name + "</extra>"))
+    if len(models) > 1:
+        add_steps(fig, _groups(len(models), len(series), models), "dropdown",
+                  titles=[f"{title}{m}" for m in models], x=1.0, xanchor="right", y=1.22, yanchor="top")
+    fig.update_layout(title=f"{title}{models[0]}", yaxis_type="log", yaxis_title="share of the op's int8 outputs",
+                      yaxis_tickformat=".2%", height=560, margin=dict(b=200),
+                      legend=dict(orientation="h", y=-0.75), xaxis_tickangle=-60)
+    return fig
+
+
+def kernel_agreement_figure(records: list) -> go.Figure:
+    """Share of int8 outputs identical to LiteRT's reference kernels, per model and weight grid.
+
+    ``records``: the ``bitexact`` rows of ``real_kernels`` (``model``, ``per_channel``,
+    ``output_identical``, ``default``/``optimized``/``simulation`` dicts). Bars: qlib.integer,
+    the optimized kernels, the default (XNNPACK) kernels, the float simulation; and qlib.integer
+    with XNNPACK's arithmetic against the default kernels.
+
+    Examples
+    --------
+    >>> r = dict(model="m", per_channel=True, output_identical=1.0, simulation=dict(output_identical=0.4),
+    ...          default=dict(output_identical=0.5, max_abs_diff=3, xnnpack_emulation_identical=1.0),
+    ...          optimized=dict(output_identical=0.6, max_abs_diff=2))
+    >>> len(kernel_agreement_figure([r]).data)
+    5
+    """
+    labels = [f"{r['model']}, {'per channel' if r['per_channel'] else 'per tensor'}" for r in records]
+    bars = [("qlib.integer = reference", [r["output_identical"] for r in records], COLORS[2]),
+            ("optimized kernels = reference", [r["optimized"]["output_identical"] for r in records], COLORS[3]),
+            ("default (XNNPACK) = reference", [r["default"]["output_identical"] for r in records], COLORS[1]),
+            ("float simulation = reference", [r.get("simulation", {}).get("output_identical") for r in records],
+             COLORS[5]),
+            ("qlib.integer, XNNPACK arithmetic = default",
+             [r["default"].get("xnnpack_emulation_identical") for r in records], COLORS[0])]
+    fig = go.Figure()
+    for name, ys, color in bars:
+        fig.add_trace(go.Bar(x=labels, y=ys, name=name, marker=dict(color=color),
+                             hovertemplate="%{x}<br>%{y:.2%} identical<extra>" + name + "</extra>"))
+    fig.update_layout(barmode="group", yaxis_range=[0, 1.02], yaxis_tickformat=".0%",
+                      yaxis_title="int8 logits identical", height=500, margin=dict(b=170),
+                      legend=dict(orientation="h", y=-0.45), xaxis_tickangle=-30,
+                      title="the same .tflite, five ways of computing it")
+    return fig
+
+
+def simulated_vs_real_figure(records: list, title: str = "") -> go.Figure:
+    """Accuracy predicted by qlib's simulation (x) against the accuracy on the real int8 kernels (y).
+
+    ``records``: ``dfq`` and ``bits`` rows of ``real_kernels`` (``table``, ``model``,
+    ``simulated`` and ``real`` result dicts with ``accuracy``, or ``agreement`` for the ImageNet
+    network); a dropdown picks the table. On the diagonal, the simulation predicted the phone.
+
+    Examples
+    --------
+    >>> rows = [dict(table="dfq", model="m", method="CLE", weight_bits=8, simulated=dict(accuracy=0.9),
+    ...              real=dict(accuracy=0.89))]
+    >>> len(simulated_vs_real_figure(rows).data)
+    2
+    """
+    tables = []
+    for t in ("dfq", "bits"):
+        for imagenet in (False, True):
+            rows = [r for r in records if r.get("table") == t and (r["model"] == "imagenet_mobilenet_v2") == imagenet]
+            if rows:
+                tables.append((t, imagenet, rows))
+    fig = go.Figure()
+    steps = []
+    for t, imagenet, rows in tables:
+        key = "agreement" if imagenet else "accuracy"
+        first = len(fig.data)
+        for j, model in enumerate(sorted({r["model"] for r in rows})):
+            rs = [r for r in rows if r["model"] == model]
+            text = [", ".join(f"{k}={r[k]}" for k in ("method", "weight_bits", "per_channel", "weight_range",
+                                                       "activation_range") if k in r) for r in rs]
+            fig.add_trace(go.Scatter(x=[r["simulated"][key] for r in rs], y=[r["real"][key] for r in rs],
+                                     mode="markers", name=model, text=text, marker=dict(color=COLORS[j % len(COLORS)]),
+                                     hovertemplate="%{text}<br>simulated %{x:.2%}<br>real %{y:.2%}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="real = simulated",
+                                 line=dict(color="gray", dash="dash")))
+        label = {"dfq": "DFQ table", "bits": "bit widths"}[t] + (", ImageNet (agreement with float)" if imagenet
+                                                                 else ", Fashion-MNIST (top-1)")
+        steps.append((label, list(range(first, len(fig.data)))))
+    if len(steps) > 1:
+        add_steps(fig, steps, "dropdown", titles=[f"{title}{s[0]}" for s in steps], x=1.0, xanchor="right", y=1.2,
+                  yanchor="top")
+    fig.update_layout(title=f"{title}{steps[0][0]}" if steps else title, xaxis_title="simulated (qlib)",
+                      yaxis_title="real int8 kernels (LiteRT default)", height=520, xaxis_range=[0, 1.02],
+                      yaxis_range=[0, 1.02], xaxis_tickformat=".0%", yaxis_tickformat=".0%",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
 # --- Part V: deployment ---
 
 __all__ += ["OP_COLORS", "latency_figure", "op_profile_figure", "score_runtime_figure", "tools_figure"]

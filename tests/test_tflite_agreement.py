@@ -80,3 +80,23 @@ def test_folded_model_weights_match_tflite():
     pw = folded.get_layer("pw").get_weights()[0]
     p = fit_params(pw, 8, symmetric=True, narrow_range=True, axis=-1)
     np.testing.assert_array_equal(p.quantize(pw), _find(tensors, (6, 1, 1, 4)).to_keras_layout("conv2d"))
+
+
+def test_models_run_in_litert_with_three_kernel_sets(converted):
+    """LiteRT (not the deprecated tf.lite.Interpreter) runs every .tflite; the reference kernels and
+    the optimized ones (with and without XNNPACK) compute nearly the same int8 outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from qlib.tflite import interpreter, invoke, quantize_input
+
+    model, _ = converted
+    calib = np.random.default_rng(0).normal(size=(16, 10, 10, 3)).astype(np.float32)
+    tfl = convert_int8(model, calib)
+    assert isinstance(interpreter(tfl), Interpreter)
+    x = quantize_input(tfl, np.random.default_rng(1).normal(size=(32, 10, 10, 3)))
+    ref = invoke(tfl, x, kernels="reference").astype(int)
+    for kernels in ("default", "optimized"):
+        out = invoke(tfl, x, kernels=kernels).astype(int)
+        assert out.shape == ref.shape and np.max(np.abs(out - ref)) <= 2 and np.mean(out == ref) > 0.9
+    with pytest.raises(TypeError, match="quantize_input"):
+        invoke(tfl, x.astype(np.float32))
