@@ -68,6 +68,12 @@ def profile(name, model, calib, x, kernel_sets, passes, with_float):
     return records
 
 
+#: What the load average means here (recorded with every result).
+LOAD_NOTE = ("os.getloadavg() (1, 5, 15 minutes) on a 2-core machine shared with other jobs; 'nice' is the "
+             "benchmark's niceness (run with `nice -n -15` so that the other jobs yield the core to it; they "
+             "still share the caches and the memory bus)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["v1_standard", "v2_standard"])
@@ -100,6 +106,7 @@ def main(argv=None):
             "what": "HOST CPU, not a phone: single-thread LiteRT, every op as its own single-op model",
             "passes": args.passes, "seconds": round(time.time() - start, 1),
             "loadavg_start": [round(v, 2) for v in load_start], "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+            "nice": os.nice(0), "load_note": LOAD_NOTE,
             "host": deploy.host_info()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import inspect
 import io
 import os
 import platform
@@ -40,17 +39,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import flatbuffer as fb
 from .data import verified_bytes
 from .quantizers import round_half_away
+from .tflite import KERNELS
 
 __all__ = ["KERNELS", "ANCHORS", "SAMPLE_PATH", "float_tflite", "converter_int8", "litert_quantizer", "Timing", "time_models", "OpModel", "op_models",
            "OpTime", "Profile", "profile_ops", "BenchmarkOutput", "parse_benchmark_model", "published_sample",
            "host_info"]
 
-#: Kernel sets by name: LiteRT ``OpResolverType`` members. "default" is what an app gets (the
-#: optimized kernels with the XNNPACK delegate), "optimized" TFLite's own optimized kernels without
-#: a delegate, "reference" the plain-loop reference kernels.
-KERNELS = {"default": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 
 _HOSTED = ("tensorflow/tensorflow, tensorflow/lite/g3doc/guide/hosted_models.md at commit "
            "bbaab2372d35f7ca7224d06ea795c7a543ea45e0 (\"Performance numbers were benchmarked on Pixel-2 "
@@ -106,27 +103,11 @@ def _check_threads(num_threads) -> int:
 
 def _interpreter(tflite_model: bytes, kernels: str = "default", num_threads: int = 1,
                  preserve_all_tensors: bool = False):
-    """A ready LiteRT interpreter with the named kernel set and thread count.
+    """A ready LiteRT interpreter with the named kernel set and thread count (:func:`qlib.tflite.interpreter`)."""
+    from .tflite import interpreter
 
-    ISSUE 9 (switch on after merging): issue 9 moves ``qlib.tflite.interpreter`` to LiteRT with
-    ``kernels=`` and ``num_threads=``; this adapter then uses it (detected by its signature). Until
-    then it builds ``ai_edge_litert.interpreter.Interpreter`` itself, the same call.
-    """
-    from . import tflite
-
-    if {"kernels", "num_threads"} <= set(inspect.signature(tflite.interpreter).parameters):
-        return tflite.interpreter(tflite_model, preserve_all_tensors=preserve_all_tensors, kernels=kernels,
-                                  num_threads=num_threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from ai_edge_litert import interpreter as litert
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        it = litert.Interpreter(model_content=bytes(tflite_model), num_threads=num_threads,
-                                experimental_op_resolver_type=getattr(litert.OpResolverType, KERNELS[kernels]),
-                                experimental_preserve_all_tensors=preserve_all_tensors)
-    it.allocate_tensors()
-    return it
+    return interpreter(tflite_model, preserve_all_tensors=preserve_all_tensors, kernels=kernels,
+                       num_threads=num_threads)
 
 
 def float_tflite(model) -> bytes:
@@ -366,30 +347,15 @@ def time_models(models: dict, kernels: str = "default", num_threads: int = 1, ro
 # --- the flatbuffer, one op at a time -----------------------------------------------------------
 
 def _schema():
-    """The generated TFLite schema module LiteRT ships (TensorFlow ships the same file)."""
-    try:
-        from ai_edge_litert import schema_py_generated as s
-    except ImportError:  # pragma: no cover - LiteRT is pinned
-        from tensorflow.lite.python import schema_py_generated as s
-    return s
+    return fb.schema()
 
 
 def _read(tflite_model: bytes):
-    return _schema().ModelT.InitFromPackedBuf(bytearray(tflite_model), 0)
+    return fb.read(tflite_model)
 
 
 def _write(model_t) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-@functools.lru_cache(maxsize=None)
-def _op_names() -> dict:
-    ops = _schema().BuiltinOperator
-    return {v: k for k, v in vars(ops).items() if not k.startswith("_") and isinstance(v, int)}
+    return fb.write(model_t)
 
 
 def _text(name) -> str:
@@ -482,8 +448,7 @@ def op_models(tflite_model: bytes, fuse_pad: bool = False) -> list:
         return 0 < b < len(buffers) and buffers[b] is not None and buffers[b].data is not None and len(buffers[b].data) > 0
 
     def op_type(op):
-        code = model.operatorCodes[op.opcodeIndex]
-        return _op_names().get(max(code.builtinCode, code.deprecatedBuiltinCode), f"CUSTOM_{code.customCode}")
+        return fb.op_name(model, op.opcodeIndex)
 
     graph_outputs = set(int(i) for i in (g.outputs if g.outputs is not None else []))
     consumers: dict = {}
@@ -588,11 +553,15 @@ class OpTime:
 class Profile:
     """Per-op times of one model, measured op by op, and the whole model's time.
 
-    ``total_ms`` (the ops' medians, plus one call's overhead) should match ``whole_ms``; ``ratio``
-    is their quotient, in wall-clock time. ``ratio_cpu`` is the same in the thread's CPU time,
-    and ``ratio_min`` with each piece's fastest pass. On a loaded machine a whole-model call,
-    much longer than one op's, is far more often preempted, which inflates its wall-clock median
-    and not the ops'; CPU time does not count the waits.
+    The check that the ops add up compares like with like, pass by pass: in each pass the ops'
+    times (less the per-call overhead, counted once) sum to one pass total, which spans about as
+    long as the whole model's call in that pass and so is as exposed to whatever else the
+    machine does. ``passes`` holds those totals; ``total_ms`` is their median, ``ratio`` its
+    quotient by the whole model's median (wall clock), ``ratio_cpu`` the same in the thread's CPU
+    time, ``ratio_min`` with the fastest pass of each. (Comparing the sum of the ops' own medians,
+    ``sum_ms``, with the whole model's median is biased on a busy machine: a short op call is
+    seldom interrupted, a whole-model call often.) The per-op rows, shares and per-type totals use
+    each op's median, overhead taken off.
     """
 
     ops: tuple
@@ -600,6 +569,7 @@ class Profile:
     overhead: Timing
     kernels: str
     num_threads: int
+    passes: Timing
 
     @property
     def whole_ms(self) -> float:
@@ -610,8 +580,14 @@ class Profile:
         return self.overhead.median_ms
 
     @property
-    def total_ms(self) -> float:
+    def sum_ms(self) -> float:
+        """One call's overhead plus the ops' medians (overhead taken off)."""
         return self.overhead_ms + sum(o.ms for o in self.ops)
+
+    @property
+    def total_ms(self) -> float:
+        """Median over the passes of the ops' summed times (overhead counted once)."""
+        return self.passes.median_ms
 
     @property
     def ratio(self) -> float:
@@ -619,13 +595,11 @@ class Profile:
 
     @property
     def ratio_min(self) -> float:
-        return (self.overhead.min_ms + sum(o.min_ms for o in self.ops)) / self.whole.min_ms
+        return self.passes.min_ms / self.whole.min_ms
 
     @property
     def total_cpu_ms(self) -> float | None:
-        if self.overhead.cpu_median_ms is None:
-            return None
-        return self.overhead.cpu_median_ms + sum(o.cpu_ms for o in self.ops)
+        return self.passes.cpu_median_ms
 
     @property
     def ratio_cpu(self) -> float | None:
@@ -690,16 +664,29 @@ def _intermediates(tflite_model: bytes, num_threads: int, x, seed: int) -> dict:
 
 def _passes(its: dict, passes: int, warmup: int) -> dict:
     """Per-call times of every interpreter, in passes: each pass calls every one once, in order
-    (the whole model, the no-op, then the ops in the model's order, so that each op finds the
-    caches as the ops before it left them)."""
+    (the whole model, the ops in the model's order, so that each op finds the caches as the ops
+    before it left them, then the no-op, so that it too follows a small op and not the whole
+    model, whose call leaves the caches cold: measured right after it, the no-op took twice as
+    long as after the last op, more than some int8 ops of the small networks).
+
+    Before each call (untimed) its inputs are written again, as the op before it writes them
+    in the whole model (and an app writes the image before each call): the call finds its inputs
+    in the cache, not where the previous pass left them. Without this the float ops of the
+    ImageNet network, whose inputs are megabytes, summed to 1.3 times the whole model."""
     for it in its.values():
         for _ in range(warmup):
             it.invoke()
     samples = {k: ([], []) for k in its}
-    calls = [(samples[k][0], samples[k][1], it.invoke) for k, it in its.items()]
+    calls = []
+    for k, it in its.items():
+        feeds = [(d["index"], np.array(it.get_tensor(d["index"])))
+                 for d in it.get_input_details()]
+        calls.append((samples[k][0], samples[k][1], it.invoke, it.set_tensor, feeds))
     wall, cpu = time.perf_counter, time.thread_time
     for _ in range(passes):
-        for out, out_cpu, invoke in calls:
+        for out, out_cpu, invoke, set_tensor, feeds in calls:
+            for index, value in feeds:
+                set_tensor(index, value)
             t0, c0 = wall(), cpu()
             invoke()
             c1, t1 = cpu(), wall()
@@ -714,7 +701,7 @@ def profile_ops(tflite_model: bytes, kernels: str = "default", num_threads: int 
 
     Every op runs as a single-op model (:func:`op_models`) on the tensors it sees in the whole
     model (taken from one run of the whole model). Each of ``passes`` passes calls the whole
-    model once, a one-element no-op model once, and every op once in the model's order; medians
+    model once, every op once in the model's order, and a one-element no-op model once; medians
     are over the passes (and the fastest pass is kept too). The no-op's time, the cost of one
     ``invoke()`` call, is taken off every op (never below zero) and counted once in
     :attr:`Profile.total_ms`. ``fuse_pad`` (default: only with the default kernels, whose XNNPACK
@@ -732,12 +719,18 @@ def profile_ops(tflite_model: bytes, kernels: str = "default", num_threads: int 
     _check_positive(passes, "passes")
     ops = op_models(tflite_model, fuse_pad=kernels == "default" if fuse_pad is None else fuse_pad)
     values = _intermediates(tflite_model, num_threads, x, seed)
-    its = {"whole": _ready(tflite_model, kernels, num_threads, x, seed),
-           "noop": _ready(_noop_model(), kernels, num_threads, seed=seed)}
+    its = {"whole": _ready(tflite_model, kernels, num_threads, x, seed)}
     for o in ops:
         its[o.index] = _ready(o.tflite, kernels, num_threads, seed=seed, inputs=[values[i] for i in o.inputs])
-    t = {k: Timing.from_samples(w, c if num_threads == 1 else None) for k, (w, c) in _passes(its, passes, warmup).items()}
+    its["noop"] = _ready(_noop_model(), kernels, num_threads, seed=seed)
+    samples = _passes(its, passes, warmup)
+    t = {k: Timing.from_samples(w, c if num_threads == 1 else None) for k, (w, c) in samples.items()}
     noop = t["noop"]
+    # each pass: the ops' calls, less one call's overhead each, plus one overhead
+    n = len(ops)
+    pass_wall = np.sum([samples[o.index][0] for o in ops], axis=0) - (n - 1) * noop.median_ms / 1e3
+    pass_cpu = (np.sum([samples[o.index][1] for o in ops], axis=0) - (n - 1) * noop.cpu_median_ms / 1e3
+                if num_threads == 1 else None)
 
     def net(a, b):
         return None if a is None or b is None else max(a - b, 0.0)
@@ -745,7 +738,7 @@ def profile_ops(tflite_model: bytes, kernels: str = "default", num_threads: int 
     rows = tuple(OpTime(o.index, o.op_type, o.name, o.macs, net(t[o.index].median_ms, noop.median_ms),
                         t[o.index].median_ms, net(t[o.index].min_ms, noop.min_ms),
                         net(t[o.index].cpu_median_ms, noop.cpu_median_ms)) for o in ops)
-    return Profile(rows, t["whole"], noop, kernels, num_threads)
+    return Profile(rows, t["whole"], noop, kernels, num_threads, Timing.from_samples(pass_wall, pass_cpu))
 
 
 # --- benchmark_model's output ---------------------------------------------------------------------

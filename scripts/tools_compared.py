@@ -185,7 +185,7 @@ def main(argv=None):
     ap.add_argument("--refresh", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "sweeps" / "tools.json")
     args = ap.parse_args(argv)
-    start = time.time()
+    start, load_start = time.time(), os.getloadavg()
     records = fashion(args.models, args.limit, args.refresh)
     if not args.skip_imagenet:
         records += imagenet(args.refresh)
@@ -193,7 +193,10 @@ def main(argv=None):
 
     meta = {"command": " ".join(["python", "scripts/tools_compared.py"] + (argv if argv is not None else sys.argv[1:])),
             "seconds": round(time.time() - start, 1), "kernels": "default (XNNPACK)", "num_threads": "LiteRT default",
-            "qlib_route": qlib_route(), "calibration": "one_per_class(x_val, y_val): 10 images; ImageNet: "
+            "qlib_route": qlib_route(),
+            "loadavg_start": [round(v, 2) for v in load_start], "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+            "load_note": "accuracies do not depend on the load; results cached per configuration (data/cache/tools-*.json) "
+                         "may come from earlier runs of the same code", "calibration": "one_per_class(x_val, y_val): 10 images; ImageNet: "
             "sweep_bits.imagenet_split() calibration crops", "host": deploy.host_info(),
             "versions": {p: version(p) for p in ("ai-edge-litert", "ai-edge-quantizer", "tensorflow", "keras")}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
