@@ -93,8 +93,9 @@ def time_network(name, model, calib, x, kernel_sets, rounds, per_round, ref_roun
 
 #: What the load average means here (recorded with every result).
 LOAD_NOTE = ("os.getloadavg() (1, 5, 15 minutes) on a 2-core machine shared with other jobs; 'nice' is the "
-             "benchmark's niceness (run with `nice -n -15` so that the other jobs yield the core to it; they "
-             "still share the caches and the memory bus)")
+             "benchmark's niceness (positive: the benchmark yielded the cores to the other jobs, so its wall-clock "
+             "times include waits; the CPU-time fields do not, though the other jobs still share the caches and "
+             "the memory bus)")
 
 
 def main(argv=None):

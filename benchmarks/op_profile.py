@@ -8,9 +8,11 @@ and on the int8 kernels a depthwise op costs several times more per MAC than a p
 Writes ``data/sweeps/op_profile.json``. HOST CPU numbers, single thread, LiteRT kernels: every op
 of the converter's int8 model (and of the float model) runs as its own single-op ``.tflite``
 (``qlib.deploy.profile_ops``) on the tensors it sees in the whole model; each pass calls the whole
-model, a no-op model and every op once, in order. Records of ``kind="op"`` are the ops (type,
-layer, MACs, ms, share), ``kind="summary"`` one per profile (whole model, sum of the ops, their
-ratio, the per-call overhead, the load average). Every call is timed twice: wall clock, and the
+model, every op once in order, then a no-op model. Records of ``kind="op"`` are the ops (type,
+layer, MACs, ms, share: each op's median, the per-call overhead taken off), ``kind="summary"``
+one per profile: the whole model, ``total_ms`` (per pass, the ops' times summed with the
+overhead counted once; median over the passes), their ratio, ``sum_ms`` (the ops' medians plus
+one overhead), the per-call overhead, the load average. Every call is timed twice: wall clock, and the
 calling thread's CPU time (single thread: the time the kernels computed). ``ratio`` compares
 wall-clock medians, ``ratio_cpu`` CPU-time medians, ``ratio_min`` the fastest passes. On a loaded
 machine the whole model's long calls are preempted far more often than the ops' short ones,
@@ -52,9 +54,9 @@ def profile(name, model, calib, x, kernel_sets, passes, with_float):
                              cpu_ms_per_mmac=cpu[r["index"]]["ms_per_mmac"]) for r in p.records()]
             by_type = {t["op_type"]: t for t in p.by_type(use_cpu=True)}
             records.append(dict(kind="summary", **common, ops=len(p.ops), whole_ms=p.whole_ms,
-                                whole_q1_ms=p.whole.q1_ms, whole_q3_ms=p.whole.q3_ms, total_ms=p.total_ms,
+                                whole_q1_ms=p.whole.q1_ms, whole_q3_ms=p.whole.q3_ms, total_ms=p.total_ms, sum_ms=p.sum_ms,
                                 ratio=p.ratio, overhead_ms=p.overhead_ms, passes=passes, whole_min_ms=p.whole.min_ms,
-                                total_min_ms=p.overhead.min_ms + sum(o.min_ms for o in p.ops), ratio_min=p.ratio_min,
+                                total_min_ms=p.passes.min_ms, ratio_min=p.ratio_min,
                                 loadavg=[round(load0, 2), round(load1, 2)],
                                 whole_cpu_ms=p.whole.cpu_median_ms, total_cpu_ms=p.total_cpu_ms, ratio_cpu=p.ratio_cpu,
                                 by_type=[dict(t) for t in p.by_type()], by_type_cpu=[dict(t) for t in p.by_type(use_cpu=True)],
@@ -70,8 +72,9 @@ def profile(name, model, calib, x, kernel_sets, passes, with_float):
 
 #: What the load average means here (recorded with every result).
 LOAD_NOTE = ("os.getloadavg() (1, 5, 15 minutes) on a 2-core machine shared with other jobs; 'nice' is the "
-             "benchmark's niceness (run with `nice -n -15` so that the other jobs yield the core to it; they "
-             "still share the caches and the memory bus)")
+             "benchmark's niceness (positive: the benchmark yielded the cores to the other jobs, so its wall-clock "
+             "times include waits; the CPU-time fields do not, though the other jobs still share the caches and "
+             "the memory bus)")
 
 
 def main(argv=None):
