@@ -129,8 +129,7 @@ def _predict_tflite(tflite_model: bytes, x: np.ndarray, batch_size: int, kernels
 
     if kernels not in KERNELS and kernels != "qlib":
         raise ValueError(f"kernels must be one of {sorted(KERNELS) + ['qlib']}, got {kernels!r}")
-    shape = input_details(tflite_model)["shape"]
-    check_batch(x, [None if int(d) < 0 else int(d) for d in shape[1:]], "x")
+    check_batch(x, input_details(tflite_model)["shape"][1:], "x")
     xq = quantize_input(tflite_model, x)
     if kernels == "qlib":
         from .integer import run

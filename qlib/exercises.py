@@ -825,8 +825,12 @@ def _dfq_bias_correction(answer):
     return fb, expected
 
 
-# --- Integer-only inference: what the phone computes (book/integer_inference.md) ---
+# ---------------------------------------------------------------------------------------------
+# Integer-only inference: what the phone computes (book/integer_inference.md): MobileNet v1
+# standard exported W8A8 per channel, its block1_pw convolution
+# ---------------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=1)
 def _integer_chapter():
     """The chapter's network (MobileNet v1 standard, W8A8 per channel, exported) and its block1_pw step."""
     from .export import zoo
@@ -839,29 +843,47 @@ def _integer_chapter():
     return e, model, step
 
 
-def _pair(answer):
-    try:
-        return tuple(int(v) for v in answer)
-    except (TypeError, ValueError):
-        return answer
-
-
 @exercise("ex-integer-multiplier")
 def _integer_multiplier(answer):
     _, _, step = _integer_chapter()
     expected = (int(step.params["multiplier"][5]), int(step.params["shift"][5]))
-    return equal(_pair(answer), expected, what="(M0, shift) of block1_pw's output channel 5"), expected
+    what = "(M0, shift) of block1_pw's output channel 5"
+    parts = _parts(answer, 2, what)
+    if isinstance(parts, Feedback):
+        return parts, expected
+    m0, shift = (_integer(v, name) for v, name in zip(parts, ("M0", "the shift")))
+    for v in (m0, shift):
+        if isinstance(v, Feedback):
+            return v, expected
+    if (m0, shift) == expected:
+        return Feedback(True, f"{what} is {expected}"), expected
+    if shift == -expected[1] and m0 == expected[0]:
+        return Feedback(False, "the shift has the wrong sign: M = M0 * 2**(shift - 31) with M < 1/2, so the shift "
+                               "is negative"), expected
+    if not 2 ** 30 <= m0 < 2 ** 31:
+        return Feedback(False, f"M0 should lie in [2**30, 2**31) (31 bits of fraction), got {m0}"), expected
+    if shift == expected[1] and abs(m0 - expected[0]) == 1:
+        return Feedback(False, "off by one in M0: round frac * 2**31 to the nearest integer, do not truncate"), \
+            expected
+    return Feedback(False, f"{what} is {(m0, shift)}, expected {expected}"), expected
 
 
 @exercise("ex-integer-bias")
 def _integer_bias(answer):
-    _, _, step = _integer_chapter()
+    e, model, step = _integer_chapter()
     expected = int(step.params["bias"][5])
-    try:
-        answer = int(answer)
-    except (TypeError, ValueError):
-        pass
-    return equal(answer, expected, what="the int32 bias of block1_pw's output channel 5"), expected
+    what = "the int32 bias of block1_pw's output channel 5"
+    v = _integer(answer, what)
+    if isinstance(v, Feedback):
+        return v, expected
+    if v == expected:
+        return Feedback(True, f"{what} is {expected}"), expected
+    g = e.quantized.get_layer("block1_pw").get_weights()[1][5]
+    s_y = float(model.graph.tensors[step.outputs[0]].scale[0])
+    if v == int(round(g / s_y)):
+        return Feedback(False, "that is the bias on the output grid s_y: the bias is added to the int32 "
+                               "accumulator, whose unit is s_x * s_w"), expected
+    return Feedback(False, f"{what} is {v}, expected {expected}"), expected
 
 
 @exercise("ex-integer-single-rounding")
@@ -873,7 +895,12 @@ def _integer_single_rounding(answer):
     e, model, _ = _integer_chapter()
     xq = quantize_input(e.tflite, preprocess(fashion_mnist("test")[0][:200]))
     expected = float(np.mean(Model(e.tflite, rounding="single").run(xq) != model.run(xq)))
-    return close(answer, expected, rtol=1e-9, atol=1e-9, what="the share of int8 logits that change"), expected
+    v = _number(answer, "the share of int8 logits that change")
+    if isinstance(v, Feedback):
+        return v, expected
+    if 1 < v <= 100 and np.isclose(v / 100, expected, rtol=1e-9, atol=1e-9):
+        return Feedback(False, "that looks like a percentage: give the share as a fraction in [0, 1]"), expected
+    return close(v, expected, rtol=1e-9, atol=1e-9, what="the share of int8 logits that change"), expected
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,16 +51,15 @@ import numpy as np
 
 from . import flatbuffer as fb
 from .graph import as_functional, consumers, producers
-from .layers import (GRID_PRESERVING, POOLING, is_fusable_activation, is_weighted, kind, outputs_last,
-                     quantize_kernel, to_tflite_layout)
+from .layers import (ACTIVATION_LAYERS, GRID_PRESERVING, POOLING, inline_activation, is_fusable_activation,
+                     is_weighted, kind, outputs_last, quantize_kernel, to_tflite_layout)
 from .quantizers import round_half_away
 from .simulate import FakeQuant, Simulator
 
 __all__ = ["Grid", "LayerGrids", "grids", "export", "Exported", "to_tflite", "compare", "zoo", "partings"]
 
 _WEIGHT_OPS = {"CONV_2D": "conv2d", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
-_PASS_LAYERS = (keras.layers.InputLayer, keras.layers.Add, keras.layers.ReLU, keras.layers.Activation) + \
-    GRID_PRESERVING + POOLING
+_PASS_LAYERS = (keras.layers.InputLayer, keras.layers.Add) + ACTIVATION_LAYERS + GRID_PRESERVING + POOLING
 INT32 = np.iinfo(np.int32)
 
 
@@ -124,14 +123,9 @@ def _check_quantized(model):
                                  "grid, but TFLite's int8 AVERAGE_POOL_2D keeps its input's grid, so the .tflite would "
                                  "round twice (pool, then requantize); use GlobalAveragePooling2D (MEAN rescales)")
         if isinstance(l, FakeQuant) or is_weighted(l) or isinstance(l, _PASS_LAYERS):
-            if isinstance(l, keras.layers.Activation) and not is_fusable_activation(l) and \
-                    getattr(l.activation, "__name__", "") != "linear":
-                raise ValueError(f"layer {l.name!r}: activation {l.activation.__name__!r} cannot be exported "
-                                 "(relu, relu6 and linear can)")
-            if isinstance(l, keras.layers.ReLU) and not is_fusable_activation(l):
-                raise ValueError(f"layer {l.name!r}: only plain ReLU and ReLU6 can be exported (TFLite fuses them), "
-                                 f"got max_value={l.max_value}, negative_slope={l.negative_slope}, "
-                                 f"threshold={l.threshold}")
+            if isinstance(l, ACTIVATION_LAYERS) and not is_fusable_activation(l) and not _is_linear(l):
+                raise ValueError(f"layer {l.name!r}: {_describe_activation(l)} cannot be exported; only plain ReLU, "
+                                 "ReLU6 and linear activations can (TFLite fuses them into the op before)")
             if is_weighted(l):
                 _check_weighted_layer(l)
             continue
@@ -141,12 +135,25 @@ def _check_quantized(model):
     return model
 
 
+def _is_linear(layer) -> bool:
+    """An ``Activation("linear")`` layer (the identity)."""
+    return getattr(getattr(layer, "activation", None), "__name__", "") == "linear"
+
+
+def _describe_activation(layer) -> str:
+    """What an activation layer computes, for an error message."""
+    if hasattr(layer, "max_value"):  # ReLU with a cap, slope or threshold
+        return (f"ReLU with max_value={layer.max_value}, negative_slope={layer.negative_slope}, "
+                f"threshold={layer.threshold}")
+    return f"activation {getattr(layer.activation, '__name__', layer.activation)!r}"
+
+
 def _same_grid(a: Grid, b: Grid) -> bool:
     return bool(np.float32(a.scale) == np.float32(b.scale) and int(a.zero_point) == int(b.zero_point))
 
 
 def _check_weighted_layer(layer):
-    act = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    act = inline_activation(layer)
     if act not in ("linear", "relu", "relu6"):
         raise ValueError(f"layer {layer.name!r}: inline activation {act!r} cannot be exported "
                          "(relu, relu6, linear can)")

@@ -26,7 +26,9 @@ as float64 matrix products: every partial sum of int8 x int8 products is an inte
 ``2**53``, so they are exact.
 
 :class:`Model` keeps the parsed and prepared graph (every op's multipliers, shifts and clamps, for
-inspection) and returns every intermediate tensor with ``run(x, all_tensors=True)``.
+inspection) and returns every intermediate tensor with ``run(x, all_tensors=True)``. An ADD's
+int8 output depends only on its two int8 inputs, so its integer arithmetic is evaluated once on all
+65,536 input pairs when the model is prepared and looked up at run time (the same integers).
 """
 
 from __future__ import annotations
@@ -469,6 +471,9 @@ def _prepare_fully_connected(g, op, rounding):
 
 def _prepare_add(g, op, rounding):
     a, b, y = (g.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    if not a.dtype == b.dtype == y.dtype == np.int8:
+        raise ValueError(f"op {op.index} (ADD): qlib.integer adds int8 tensors, got "
+                         f"{np.dtype(a.dtype).name} + {np.dtype(b.dtype).name} -> {np.dtype(y.dtype).name}")
     (s_a, z_a), (s_b, z_b), (s_y, z_y) = _q(a), _q(b), _q(y)
     left = 20
     twice = 2.0 * float(max(np.float32(s_a), np.float32(s_b)))  # float max, then double
@@ -488,20 +493,34 @@ def _prepare_add(g, op, rounding):
         x_bias = -(am * z_a + bm * z_b) + (1 << (x_shift - 1))
         p.update(xnnpack_multipliers=(am, bm), xnnpack_shift=x_shift)
 
-        def xnn(xa, xb):
+        def arithmetic(xa, xb):
             acc = x_bias + xa.astype(np.int64) * am + xb.astype(np.int64) * bm
             return np.clip((acc >> x_shift) + z_y, lo, hi).astype(np.int8)
 
-        return p, xnn
+        return p, _pairwise_table(arithmetic)
 
-    def fn(xa, xb):
+    def arithmetic(xa, xb):
         va = (xa.astype(np.int64) - z_a) * (1 << left)
         vb = (xb.astype(np.int64) - z_b) * (1 << left)
         sa = multiply_by_quantized_multiplier(va, m_a, sh_a, rounding)
         sb = multiply_by_quantized_multiplier(vb, m_b, sh_b, rounding)
         return _requantize(sa + sb, m_y, sh_y, rounding, None, z_y, lo, hi)
 
-    return p, fn
+    return p, _pairwise_table(arithmetic)
+
+
+def _pairwise_table(arithmetic):
+    """An int8 x int8 -> int8 op as a lookup: ``arithmetic`` evaluated once on all 65,536 input
+    pairs, then every call is a gather (the same integers, much faster on big tensors)."""
+    v = np.arange(-128, 128)
+    table = arithmetic(np.repeat(v, 256).astype(np.int8), np.tile(v, 256).astype(np.int8))
+
+    def fn(xa, xb):
+        xa, xb = np.broadcast_arrays(xa, xb)
+        return table[(xa.astype(np.intp) + 128) * 256 + (xb.astype(np.intp) + 128)]
+
+    fn.arithmetic = arithmetic
+    return fn
 
 
 def _prepare_mean(g, op, rounding):

@@ -2,8 +2,9 @@
 """qlib's quantization on the real int8 kernels. Writes data/sweeps/real_kernels.json.
 
     nice -n 10 python scripts/real_kernels.py                 # everything (hours on 2 shared cores)
-    python scripts/real_kernels.py --parts bitexact --limit 500   # a quick check
+    python scripts/real_kernels.py --parts bitexact --limit 500 --out /tmp/rk.json   # a quick check
     python scripts/real_kernels.py --refresh                  # recompute instead of reading data/cache
+    python scripts/real_kernels.py --parts dfq bits --models v1_standard   # one zoo model only
 
 Every model is exported with :func:`qlib.export.to_tflite` (qlib's grids in the ``.tflite``) and
 run on LiteRT's kernels. Parts (records carry ``table`` = the part's name):
@@ -17,16 +18,21 @@ run on LiteRT's kernels. Parts (records carry ``table`` = the part's name):
   the optimized (no delegate) kernels against the reference kernels; ``qlib.integer`` with
   ``kernels="xnnpack"`` (XNNPACK's float32 requantization) against the default kernels (on the first
   2,000 images); the float simulation against the reference kernels.
-- ``dfq``: the DFQ table (baseline, CLE, CLE+BA, CLE+BA+BC per tensor; per-channel without DFQ;
-  weight bits 4..8, 8-bit activations) on the default kernels, next to the simulated numbers of
-  ``data/sweeps/dfq.json`` (read from its cache, same configuration keys).
-- ``bits``: accuracy vs weight bit width (2..8, per tensor / per channel, min-max and greedy-search
-  weight ranges; 8-bit activations, min-max and greedy-search) on the default kernels, next to the
-  simulated numbers of ``data/sweeps/bits.json``.
+- ``dfq`` / ``dfq_imagenet``: the DFQ table (baseline, CLE, CLE+BA, CLE+BA+BC per tensor;
+  per-channel without DFQ; weight bits 4..8, 8-bit activations) on the default kernels, next to
+  the simulated numbers shipped in ``data/sweeps/dfq.json`` (``scripts/dfq_table.py``: same
+  models, calibration and test inputs).
+- ``bits`` / ``bits_imagenet``: accuracy (ImageNet: agreement with the float model) vs weight bit
+  width (2..8, per tensor / per channel, min-max and greedy-search weight ranges; 8-bit
+  activations, min-max and greedy-search; ImageNet: 4..8 bits, min-max) on the default kernels,
+  next to the simulated numbers shipped in ``data/sweeps/bits.json`` (``scripts/sweep_bits.py``).
 - ``partings``: op by op, how often the float simulation and the integer kernels differ
   (:func:`qlib.export.partings`; every zoo model, W8A8 per channel, the first 500 test images).
 
-Results are cached per configuration in data/cache (``rk_*`` files), keyed by model hash.
+The ImageNet inputs are those of the shipped sweeps: the photo crops of ``qlib.photos`` (1,036
+test crops of 37 photos, calibrated on 64 crops of 8 other photos). Results are cached per
+configuration in data/cache (``rk_*`` files), keyed by model hash, configuration and the version
+of the qlib code that computed them (``qlib.cache.code_version``, computed once at start).
 """
 
 from __future__ import annotations
@@ -44,9 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from qlib import export, flatbuffer, integer, tflite  # noqa: E402
+from qlib import export, flatbuffer, integer, results, tflite  # noqa: E402
 from qlib import cache as qcache  # noqa: E402
-from qlib.cache import model_hash  # noqa: E402
+from qlib.cache import code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.dfq import dfq  # noqa: E402
 from qlib.evaluate import evaluate, fidelity, predict  # noqa: E402
@@ -63,14 +69,22 @@ DFQ_METHODS = {
 }
 DFQ_BITS = [4, 5, 6, 7, 8]
 WEIGHT_BITS = [2, 3, 4, 5, 6, 7, 8]
+IMAGENET_BITS = [4, 5, 6, 7, 8]
 EMULATION_IMAGES = 2000  # qlib.integer with XNNPACK's arithmetic vs the default kernels: the first N images
 
-
+# the version of the qlib code every result depends on, computed once, as this run imports it
+CODE = code_version("qlib.export", "qlib.integer", "qlib.tflite", "qlib.evaluate", "qlib.simulate", "qlib.dfq",
+                    "qlib.ranges", "qlib.data", "qlib.zoo", "qlib.photos", "qlib.imagenet")
 CACHE_DIR = [qcache.CACHE_DIR]
 
 
 def cached(name, config, compute, refresh=False):
-    return qcache.cached(name, config, compute, refresh, cache_dir=CACHE_DIR[0])
+    return qcache.cached(name, config, compute, refresh, cache_dir=CACHE_DIR[0], code=CODE)
+
+
+def shipped(name: str, **where) -> dict:
+    """The simulated result the book shows: the one record of ``data/sweeps/<name>.json`` matching ``where``."""
+    return results.load(name).one(**where)
 
 
 def log(*args):
@@ -119,7 +133,7 @@ def part_converter(s, calib, refresh, limit):
 
 # --- bit-exactness -------------------------------------------------------------------------------
 
-def compare_run(tfl, x, sim_logits=None, batch=50):  # noqa: C901
+def compare_run(tfl, x, sim_logits=None, batch=50, other_batch=500):  # noqa: C901
     """qlib.integer vs the reference kernels (every tensor), and the other kernel sets."""
     g = flatbuffer.graph(tfl)
     out = g.outputs[0]
@@ -156,11 +170,11 @@ def compare_run(tfl, x, sim_logits=None, batch=50):  # noqa: C901
                seconds_reference=round(t_ref, 1), seconds_qlib=round(t_ours, 1))
     t0 = time.time()
     n_emulated = min(EMULATION_IMAGES, xq.shape[0])
-    emulated = integer.Model(tfl, kernels="xnnpack").run(xq[:n_emulated], batch_size=100)
+    emulated = integer.Model(tfl, kernels="xnnpack").run(xq[:n_emulated], batch_size=batch)
     seconds_emulation = round(time.time() - t0, 1)
     for kernels in ("default", "optimized"):
         t0 = time.time()
-        other = tflite.invoke(tfl, xq, kernels=kernels, batch_size=500)
+        other = tflite.invoke(tfl, xq, kernels=kernels, batch_size=other_batch)
         diff = np.abs(other.astype(np.int32) - ref_out.astype(np.int32))
         res[kernels] = dict(output_identical=float(np.mean(diff == 0)), max_abs_diff=int(diff.max()),
                             images_identical=float(np.mean(np.all(diff.reshape(diff.shape[0], -1) == 0, axis=1))),
@@ -214,23 +228,29 @@ def part_bitexact(s, calib, refresh, limit):
     return records
 
 
-def part_bitexact_imagenet(refresh, limit):
+def _imagenet(limit):
+    """The ImageNet MobileNetV2 and the photo split of the shipped sweeps (first ``limit`` test crops)."""
     from qlib.imagenet import mobilenet_v2_imagenet
     from sweep_bits import imagenet_split
 
-    calib, x, calib_names, test_names = imagenet_split()
-    x = x[:limit]
+    calib, x, photo, meta = imagenet_split()
     model = mobilenet_v2_imagenet()
+    key = dict(model=model_hash(model), calibration=meta["calibration_photos"], test=meta["test_photos"],
+               inputs="qlib.photos.photo_inputs", n=int(x[:limit].shape[0]))
+    return model, calib, x[:limit], photo[:limit], key
+
+
+def part_bitexact_imagenet(refresh, limit):
+    model, calib, x, _, base = _imagenet(limit)
     sim = Simulator(model, calib, batch_size=32)
     records = []
     for pc in (False, True):
-        key = dict(model=model_hash(model), weight_bits=8, activation_bits=8, per_channel=pc, n=int(x.shape[0]),
-                   calibration=calib_names, test=test_names)
+        key = dict(base, weight_bits=8, activation_bits=8, per_channel=pc)
 
         def run():
             q = sim.quantize(8, 8, per_channel=pc)
             tfl = export.to_tflite(q, 8, pc)
-            res = compare_run(tfl, x, predict(q, x, batch_size=16), batch=4)
+            res = compare_run(tfl, x, predict(q, x, batch_size=16), batch=4, other_batch=16)
             res.pop("_ref_out")
             res["tflite_bytes"] = len(tfl)
             return res
@@ -238,8 +258,10 @@ def part_bitexact_imagenet(refresh, limit):
         res = cached("rk_bitexact_imagenet", key, run, refresh)
         records.append(dict(table="bitexact", model="imagenet_mobilenet_v2", weight_bits=8, activation_bits=8,
                             per_channel=pc, **res))
-        log(f"bitexact imagenet {'pc' if pc else 'pt'}: qlib==ref {res['output_identical']:.4%}, default identical "
-            f"{res['default']['output_identical']:.2%}, top-1 {res['default']['top1_agreement']:.2%}")
+        log(f"bitexact imagenet {'pc' if pc else 'pt'}: qlib==ref {res['output_identical']:.4%}, tensors "
+            f"{res['tensors_identical']}/{res['tensors']}; default identical {res['default']['output_identical']:.2%} "
+            f"(max {res['default']['max_abs_diff']}), top-1 {res['default']['top1_agreement']:.2%}; "
+            f"ref {res['seconds_reference']} s, qlib {res['seconds_qlib']} s")
     return records
 
 
@@ -253,6 +275,23 @@ def real_eval(q, bits, pc, x, y, ref):
     return res
 
 
+def real_fidelity(q, bits, pc, x, ref, photo):
+    from sweep_bits import agreement_by_photo
+
+    start = time.time()
+    tfl = export.to_tflite(q, bits, pc)
+    res = agreement_by_photo(predict(tfl, x, 16, kernels="default"), ref, photo)
+    res["seconds"] = round(time.time() - start, 1)
+    return res
+
+
+def _simulated(record: dict) -> dict:
+    """The fields of a shipped simulated record that the comparison needs."""
+    keep = ("accuracy", "ci_low", "ci_high", "n", "agreement", "sqnr_db", "agreement_ci95_wilson",
+            "agreement_ci95_photo_bootstrap")
+    return {k: record[k] for k in keep if k in record}
+
+
 def part_dfq(s, calib, refresh, limit):
     x, y = s["x_test"][:limit], s["y_test"][:limit]
     records = []
@@ -263,64 +302,53 @@ def part_dfq(s, calib, refresh, limit):
         for bits in DFQ_BITS:
             for method, kw in list(DFQ_METHODS.items()) + [("per-channel", None)]:
                 pc = method == "per-channel"
-                cache = {}
 
-                def quantized():
-                    if "q" not in cache:
-                        if kw is None:
-                            cache["q"] = Simulator(model, calib).quantize(bits, 8, per_channel=True)
-                        else:
-                            m, _ = dfq(model, weight_bits=bits, **kw)
-                            cache["q"] = Simulator(m, calib).quantize(bits, 8, per_channel=False)
-                    return cache["q"]
+                def run():
+                    if kw is None:
+                        q = Simulator(model, calib).quantize(bits, 8, per_channel=True)
+                    else:
+                        m, _ = dfq(model, weight_bits=bits, **kw)
+                        q = Simulator(m, calib).quantize(bits, 8, per_channel=False)
+                    return real_eval(q, bits, pc, x, y, ref)
 
-                sim_key = dict(model=mhash, method=method, weight_bits=bits, activation_bits=8, per_channel=pc)
-                simulated = cached("dfq", sim_key, lambda: evaluate(quantized(), s["x_test"], s["y_test"],
-                                                                    reference=predict(model, s["x_test"], 1000),
-                                                                    batch_size=1000).as_dict(), refresh=False)
-                real = cached("rk_dfq", dict(sim_key, n=int(x.shape[0])),
-                              lambda: real_eval(quantized(), bits, pc, x, y, ref), refresh)
+                simulated = _simulated(shipped("dfq", model=name, method=method, weight_bits=bits, activation_bits=8))
+                key = dict(model=mhash, method=method, weight_bits=bits, activation_bits=8, per_channel=pc,
+                           calibration="one_per_class(x_val, y_val)", n=int(x.shape[0]))
+                real = cached("rk_dfq", key, run, refresh)
                 records.append(dict(table="dfq", model=name, method=method, weight_bits=bits, activation_bits=8,
                                     per_channel=pc, simulated=simulated, real=real))
                 log(f"dfq {name} W{bits} {method:10s}: simulated {simulated['accuracy']:.4f} "
-                    f"real {real['accuracy']:.4f}")
+                    f"real {real['accuracy']:.4f} ({real['seconds']} s)")
     return records
 
 
 def part_dfq_imagenet(refresh, limit):
-    from qlib.imagenet import mobilenet_v2_imagenet
-    from sweep_bits import imagenet_split
+    import gc
 
-    calib, x, calib_names, test_names = imagenet_split()
-    names = sorted(calib_names + test_names)
-    model = mobilenet_v2_imagenet()
-    mhash = model_hash(model)
-    x = x[:limit]
+    from sweep_bits import with_intervals
+
+    model, calib, x, photo, base = _imagenet(limit)
     ref = predict(model, x, batch_size=16)
     records = []
-    for bits in DFQ_BITS:
+    for bits in sorted(DFQ_BITS, reverse=True):
         for method, kw in list(DFQ_METHODS.items()) + [("per-channel", None)]:
             pc = method == "per-channel"
-            cache = {}
-
-            def quantized():
-                if "q" not in cache:
-                    m = model if kw is None else dfq(model, weight_bits=bits, **kw)[0]
-                    cache["q"] = Simulator(m, calib, batch_size=32).quantize(bits, 8, per_channel=pc)
-                return cache["q"]
-
-            sim_key = dict(model=mhash, method=method, weight_bits=bits, activation_bits=8, photos=names)
-            simulated = cached("dfq_imagenet", sim_key, lambda: fidelity(predict(quantized(), x, 16), ref))
 
             def run():
-                tfl = export.to_tflite(quantized(), bits, pc)
-                return fidelity(predict(tfl, x, 16, kernels="default"), ref)
+                gc.collect()
+                m = model if kw is None else dfq(model, weight_bits=bits, **kw)[0]
+                q = Simulator(m, calib, batch_size=32).quantize(bits, 8, per_channel=pc)
+                return real_fidelity(q, bits, pc, x, ref, photo)
 
-            real = cached("rk_dfq_imagenet", dict(sim_key, n=int(x.shape[0])), run, refresh)
+            simulated = shipped("dfq", model="imagenet_mobilenet_v2", method=method, weight_bits=bits,
+                                activation_bits=8)
+            real = with_intervals(cached("rk_dfq_imagenet", dict(base, method=method, weight_bits=bits,
+                                                                 activation_bits=8, per_channel=pc), run, refresh))
             records.append(dict(table="dfq", model="imagenet_mobilenet_v2", method=method, weight_bits=bits,
-                                activation_bits=8, per_channel=pc, n=int(x.shape[0]), simulated=simulated, real=real))
+                                activation_bits=8, per_channel=pc, n=int(x.shape[0]),
+                                simulated=_simulated(simulated), real=_simulated(real)))
             log(f"dfq imagenet W{bits} {method:10s}: simulated {simulated['agreement']:.3f} "
-                f"real {real['agreement']:.3f}")
+                f"real {real['agreement']:.3f} ({real['seconds']} s)")
     return records
 
 
@@ -342,27 +370,41 @@ def part_bits(s, calib, refresh, limit):
         mhash = model_hash(model)
         sim = Simulator(model, calib)
         ref = predict(model, x, batch_size=1000)
-        ref_full = None
         for cfg in bits_configs():
-            def quantized():
-                return sim.quantize(cfg["weight_bits"], cfg["activation_bits"], cfg["per_channel"],
-                                    RANGE_SETTERS[cfg["weight_range"]], RANGE_SETTERS[cfg["activation_range"]],
-                                    setter_name=cfg["activation_range"])
+            def run():
+                q = sim.quantize(cfg["weight_bits"], cfg["activation_bits"], cfg["per_channel"],
+                                 RANGE_SETTERS[cfg["weight_range"]], RANGE_SETTERS[cfg["activation_range"]],
+                                 setter_name=cfg["activation_range"])
+                return real_eval(q, cfg["weight_bits"], cfg["per_channel"], x, y, ref)
 
-            sim_key = dict(cfg, model=mhash, calibration="one_per_class(x_val, y_val)", test="fashion_mnist test 10k")
-
-            def simulate():
-                nonlocal ref_full
-                ref_full = predict(model, s["x_test"], 1000) if ref_full is None else ref_full
-                return evaluate(quantized(), s["x_test"], s["y_test"], reference=ref_full, batch_size=1000).as_dict()
-
-            simulated = cached("bits", sim_key, simulate)
-            real = cached("rk_bits", dict(sim_key, n=int(x.shape[0])),
-                          lambda: real_eval(quantized(), cfg["weight_bits"], cfg["per_channel"], x, y, ref), refresh)
+            simulated = _simulated(shipped("bits", model=name, **cfg))
+            key = dict(cfg, model=mhash, calibration="one_per_class(x_val, y_val)", n=int(x.shape[0]))
+            real = cached("rk_bits", key, run, refresh)
             records.append(dict(cfg, table="bits", model=name, simulated=simulated, real=real))
             log(f"bits {name} W{cfg['weight_bits']} {'pc' if cfg['per_channel'] else 'pt'} "
                 f"{cfg['weight_range']}/{cfg['activation_range']}: simulated {simulated['accuracy']:.4f} "
-                f"real {real['accuracy']:.4f}")
+                f"real {real['accuracy']:.4f} ({real['seconds']} s)")
+    return records
+
+
+def part_bits_imagenet(refresh, limit):
+    from sweep_bits import with_intervals
+
+    model, calib, x, photo, base = _imagenet(limit)
+    ref = predict(model, x, batch_size=16)
+    sim = Simulator(model, calib, batch_size=32)
+    records = []
+    for bits in sorted(IMAGENET_BITS, reverse=True):
+        for pc in (False, True):
+            cfg = dict(weight_bits=bits, activation_bits=8, per_channel=pc, weight_range="minmax",
+                       activation_range="minmax")
+            simulated = shipped("bits", model="imagenet_mobilenet_v2", **cfg)
+            real = with_intervals(cached("rk_bits_imagenet", dict(base, **cfg), lambda: real_fidelity(
+                sim.quantize(bits, 8, pc), bits, pc, x, ref, photo), refresh))
+            records.append(dict(cfg, table="bits", model="imagenet_mobilenet_v2", n=int(x.shape[0]),
+                                simulated=_simulated(simulated), real=_simulated(real)))
+            log(f"bits imagenet W{bits} {'pc' if pc else 'pt'}: simulated {simulated['agreement']:.3f} "
+                f"real {real['agreement']:.3f} ({real['seconds']} s)")
     return records
 
 
@@ -385,43 +427,53 @@ def part_partings(s, calib, refresh, limit):
     return records
 
 
-PARTS = ["converter", "partings", "bitexact", "dfq", "bits", "bitexact_imagenet", "dfq_imagenet"]
+PARTS = ["converter", "partings", "bitexact", "dfq", "bits", "bits_imagenet", "dfq_imagenet", "bitexact_imagenet"]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
-    ap.add_argument("--limit", type=int, default=None, help="first N test images/crops only (a smoke run)")
+    ap.add_argument("--limit", type=int, default=None, help="first N test images/crops only (a smoke run; "
+                    "the book expects none)")
+    ap.add_argument("--models", nargs="+", default=list(STUDENTS), choices=STUDENTS,
+                    help="zoo models of the Fashion-MNIST parts (default: all four)")
     ap.add_argument("--refresh", action="store_true", help="recompute instead of reading data/cache")
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "sweeps" / "real_kernels.json")
     ap.add_argument("--cache-dir", type=Path, default=qcache.CACHE_DIR, help="where per-configuration results go")
     args = ap.parse_args(argv)
     CACHE_DIR[0] = args.cache_dir
-    import ai_edge_litert
-    import tensorflow as tf
+    STUDENTS[:] = args.models  # the parts read this list
+    from importlib.metadata import version
 
     s = fashion_mnist_splits()
     calib, _ = one_per_class(s["x_val"], s["y_val"])
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {"meta": {}, "records": []}
     records = [r for r in previous["records"] if r.get("part") not in args.parts]
-    seconds = dict(previous["meta"].get("seconds", {}))
+    meta = dict(previous["meta"])
+    meta.update(tensorflow=version("tensorflow"), ai_edge_litert=version("ai-edge-litert"), rounding=integer.ROUNDING,
+                machine=f"{platform.machine()} {platform.processor() or ''}".strip(), code_version=CODE,
+                calibration="Fashion-MNIST: one image per class from the validation split; ImageNet: the photo "
+                            "split of scripts/sweep_bits.py")
+    command = " ".join(["python", "scripts/real_kernels.py"] + (argv if argv is not None else sys.argv[1:]))
+    for key in ("seconds", "cpu_seconds", "commands", "limits", "models"):
+        meta[key] = dict(meta.get(key, {}))
     for part in args.parts:
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         if part.endswith("imagenet"):
             new = globals()[f"part_{part}"](args.refresh, args.limit)
         else:
             new = globals()[f"part_{part}"](s, calib, args.refresh, args.limit)
-        records += [dict(r, part=part) for r in new]
-        seconds[part] = round(time.time() - start, 1)
-        log(f"part {part}: {seconds[part]} s")
-    meta = {"command": " ".join(["python", "scripts/real_kernels.py"] + (argv if argv is not None else sys.argv[1:])),
-            "seconds": seconds, "tensorflow": tf.__version__,
-            "ai_edge_litert": getattr(ai_edge_litert, "__version__", "2.3.0"), "rounding": integer.ROUNDING,
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "calibration": "one image per class from the validation split", "limit": args.limit}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
-    log(f"wrote {args.out} ({len(records)} records)")
+        records = [r for r in records if r.get("part") != part] + [dict(r, part=part) for r in new]
+        meta["seconds"][part] = round(time.time() - start, 1)
+        meta["cpu_seconds"][part] = round(time.process_time() - cpu, 1)
+        meta["commands"][part], meta["limits"][part] = command, args.limit
+        meta["models"][part] = None if part.endswith("imagenet") or part == "converter" else list(args.models)
+        log(f"part {part}: {meta['seconds'][part]} s (cpu {meta['cpu_seconds'][part]} s)")
+        order = {p: i for i, p in enumerate(PARTS)}
+        records.sort(key=lambda r: order[r["part"]])  # stable: each part keeps its own order
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # written after every part: a long run keeps what it has
+        args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
+        log(f"wrote {args.out} ({len(records)} records)")
 
 
 if __name__ == "__main__":

@@ -83,20 +83,18 @@ def test_weights_biases_activations_read_back_as_qlib_computes_them(calib, bits,
 
 
 def test_zoo_model_every_tensor_on_qlibs_grid():
-    from qlib.data import fashion_mnist, one_per_class, preprocess
-    from qlib.zoo import load_model
-
-    images, labels = fashion_mnist("test")
-    calib, _ = one_per_class(preprocess(images[:100]), labels[:100])
-    sim = Simulator(load_model("v1_friendly"), calib)
-    q = sim.quantize(8, 8, per_channel=True)
-    e = export.export(q, 8, True)
+    """The book's export of a zoo model (qlib.export.zoo: one validation image per class)."""
+    e = export.zoo("v1_friendly", 8, True)
     assert e.rewritten == [] and len(e.rows) == 28 + 15 + 34  # 28 kernels, 15 biases (BN-folded), activations
     assert all(export._ok(r) for r in e.rows)
     # and independently: every kernel of the folded float model, quantized by qlib.layers
-    folded = sim.folded
+    from qlib.folding import fold_batchnorm
+    from qlib.zoo import load_model
+
+    folded = fold_batchnorm(load_model("v1_friendly"), warn_if_none=False)
     g = flatbuffer.graph(e.tflite)
     weights = {r["layer"]: g.tensors[r["index"]] for r in e.rows if r["role"] == "weight"}
+    checked = 0
     for layer in folded.layers:
         if layer.name in weights:
             k = layer.get_weights()[0]
@@ -104,6 +102,8 @@ def test_zoo_model_every_tensor_on_qlibs_grid():
             flat = p.quantize(k.reshape(k.shape[:2] + (-1,)) if kind(layer) == "depthwise" else k)
             assert np.array_equal(weights[layer.name].data, to_tflite_layout(kind(layer), flat.reshape(k.shape)))
             np.testing.assert_allclose(weights[layer.name].scale, p.scale, rtol=1e-6)
+            checked += 1
+    assert checked == 28
 
 
 def test_dfq_output_greedy_ranges_and_low_bits(calib):
@@ -157,3 +157,17 @@ def test_unsupported_layers_are_named():
     odd = keras.Model(inp, FakeQuant(8, name="up_fq")(up))
     with pytest.raises(ValueError, match="'up' \\(UpSampling2D\\) cannot be exported"):
         export.to_tflite(odd)
+
+
+def test_activations_tflite_cannot_fuse_are_named():
+    """Activations the simulator refuses too; built by hand around FakeQuant layers to reach the export's check."""
+    for act, words in ((keras.layers.Activation("tanh", name="act"), "'act': activation 'tanh' cannot be exported"),
+                       (keras.layers.ReLU(negative_slope=0.1, name="act"), "'act': ReLU with .*negative_slope=0.1"),
+                       (keras.layers.ReLU(4.0, name="act"), "'act': ReLU with max_value=4.0"),
+                       (None, "'conv': inline activation 'sigmoid' cannot be exported")):
+        inp = keras.Input((8, 8, 2), name="image")
+        conv = keras.layers.Conv2D(3, 3, activation="sigmoid" if act is None else None, name="conv")
+        h = conv(FakeQuant(8, name="image_fq")(inp))
+        m = keras.Model(inp, FakeQuant(8, name="out_fq")(h if act is None else act(h)))
+        with pytest.raises(ValueError, match=words):
+            export.to_tflite(m)
