@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Claim: on this host CPU, int8 is smaller (about 3.3-4x) but not faster than float; on a phone it is.
+"""Claim: on this host CPU, int8 is smaller (about 2.5-4x) but not faster than float; on a phone it is.
 
     python benchmarks/latency.py            # every zoo model + the ImageNet MobileNetV2 at 224x224
     python benchmarks/latency.py --quick    # v1_standard only, short runs (a smoke test)

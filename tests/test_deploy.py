@@ -201,8 +201,9 @@ def test_shipped_latency_ratios_are_from_one_run():
         assert r["float_over_this"] == pytest.approx(f["median_ms"] / r["median_ms"])
         assert r["cpu_float_over_this"] == pytest.approx(f["cpu_median_ms"] / r["cpu_median_ms"])
         assert r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and r["cpu_q1_ms"] <= r["cpu_median_ms"] <= r["cpu_q3_ms"]
-    for r in lat.select(variant="int8 converter per channel", kernels="default"):
-        assert r["size_bytes"] < lat.one(model=r["model"], kernels="default", variant="float32")["size_bytes"] / 3
+    for r in lat.select(variant="int8 converter per channel", kernels="default"):  # 4 bytes a weight become 1;
+        # the small networks' biases, per-channel scales and op records do not shrink (MobileNetV2 0.35: 2.6x)
+        assert r["size_bytes"] < lat.one(model=r["model"], kernels="default", variant="float32")["size_bytes"] / 2.5
 
 
 def test_lpirc_score_of_the_anchors():
