@@ -41,6 +41,7 @@ MODULES = {
         "export": "qlib's grids in a real int8 .tflite (FakeQuant graph, converter, checked rewrite)",
         "integer": "integer-only numpy interpreter, bit-exact with TFLite's reference kernels",
         "evaluate": "accuracy with confidence intervals and fidelity, for Keras and TFLite models",
+        "deploy": "latency on LiteRT's kernels, the per-op profiler, benchmark_model's output parsed",
     },
     "book": {
         "analysis": "per-layer statistics behind Part II",

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import check_array, check_batch, check_count
-from .quantizers import round_half_away
 
 __all__ = ["wilson_interval", "fidelity", "Evaluation", "predict", "evaluate"]
 

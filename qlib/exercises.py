@@ -901,3 +901,43 @@ def _integer_single_rounding(answer):
     if 1 < v <= 100 and np.isclose(v / 100, expected, rtol=1e-9, atol=1e-9):
         return Feedback(False, "that looks like a percentage: give the share as a fraction in [0, 1]"), expected
     return close(v, expected, rtol=1e-9, atol=1e-9, what="the share of int8 logits that change"), expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Deploying to a Pixel
+# ---------------------------------------------------------------------------------------------
+
+@exercise("ex-deploy-ms-per-mac")
+def _deploy_ms_per_mac(answer):
+    """Host profile of the ImageNet MobileNetV2 int8: CPU ms per million MACs, depthwise over CONV_2D."""
+    from .results import load
+
+    ops = load("op_profile").select(kind="op", model="imagenet_mobilenet_v2", variant="int8", kernels="default")
+
+    def cost(op_type):
+        sel = [o for o in ops if o["op_type"] == op_type]
+        return sum(o["cpu_ms"] for o in sel) / (sum(o["macs"] for o in sel) / 1e6)
+
+    expected = cost("DEPTHWISE_CONV_2D") / cost("CONV_2D")
+    return close(answer, expected, rtol=0.01, what="the depthwise / CONV_2D cost per MAC"), expected
+
+
+@exercise("ex-deploy-score")
+def _deploy_score(answer):
+    """Runtime per image (ms) at which the hosted MobileNet v1 int8 scores as the hosted MobileNetV2 int8."""
+    from .deploy import ANCHORS
+
+    v1, v2 = (next(a for a in ANCHORS if a["entry"] == f"TFLite hosted {n}, int8")
+              for n in ("MobileNet v1 1.0/224", "MobileNetV2 1.0/224"))
+    expected = v1["top1"] * v2["runtime_ms"] / v2["top1"]  # both above 30 ms: score = top-1 / runtime
+    return close(answer, expected, rtol=1e-3, what="the runtime per image in ms"), expected
+
+
+@exercise("ex-deploy-parse")
+def _deploy_parse(answer):
+    """Share of the phone's time spent in DEPTHWISE_CONV_2D ops, from the published benchmark_model output."""
+    from .deploy import parse_benchmark_model, published_sample
+
+    out = parse_benchmark_model(published_sample())
+    expected = next(t["share"] for t in out.by_type if t["node_type"] == "DEPTHWISE_CONV_2D")
+    return close(answer, expected, rtol=1e-3, what="the depthwise share of the time"), expected

@@ -672,6 +672,9 @@ def accuracy_vs_bits_figure(records: list, models: list, x_key: str = "weight_bi
 
 # --- Part V: integer inference ---
 
+__all__ += ["requantization_figure", "partings_figure", "kernel_agreement_figure", "simulated_vs_real_figure"]
+
+
 def requantization_figure(acc, multiplier, shift, title: str = "") -> go.Figure:
     """Where requantization rounds differently from exact arithmetic, for one layer's accumulators.
 
@@ -828,4 +831,185 @@ def simulated_vs_real_figure(records: list, title: str = "") -> go.Figure:
                       yaxis_title="real int8 kernels (LiteRT default)", height=520, xaxis_range=[0, 1.02],
                       yaxis_range=[0, 1.02], xaxis_tickformat=".0%", yaxis_tickformat=".0%",
                       legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+# --- Part V: deployment ---
+
+__all__ += ["OP_COLORS", "latency_figure", "op_profile_figure", "score_runtime_figure", "tools_figure"]
+
+#: One colour per TFLite op type (the rest gray).
+OP_COLORS = {"CONV_2D": "#1f77b4", "DEPTHWISE_CONV_2D": "#ff7f0e", "FULLY_CONNECTED": "#9467bd", "ADD": "#2ca02c",
+             "PAD": "#bbbbbb", "MEAN": "#8c564b", "AVERAGE_POOL_2D": "#8c564b", "RESHAPE": "#dddddd",
+             "SOFTMAX": "#e377c2", "QUANTIZE": "#7f7f7f", "DEQUANTIZE": "#7f7f7f"}
+
+
+def latency_figure(records: list, models: list, variants: list, kernels=("default", "optimized", "reference"),
+                   title: str = "HOST CPU (not a phone), 1 thread: ", prefix: str = "") -> go.Figure:
+    """Median single-image latency (bars, quartiles as error bars) of each model and variant; a
+    dropdown picks the kernel set. ``records`` carry ``model``, ``variant``, ``kernels``,
+    ``median_ms``, ``q1_ms``, ``q3_ms`` (``benchmarks/latency.py``); ``prefix="cpu_"`` plots the
+    ``cpu_median_ms``... fields instead.
+
+    Examples
+    --------
+    >>> recs = [dict(model=m, variant=v, kernels=k, median_ms=t, q1_ms=t * .9, q3_ms=t * 1.1)
+    ...         for m in ("a", "b") for v, t in (("float32", 1.0), ("int8", 0.8)) for k in ("default", "reference")]
+    >>> fig = latency_figure(recs, ["a", "b"], ["float32", "int8"], kernels=("default", "reference"))
+    >>> len(fig.data), fig.layout.yaxis.type
+    (4, 'log')
+    """
+    fig = go.Figure()
+    kernels = [k for k in kernels if any(r["kernels"] == k for r in records)]
+    for kernel in kernels:
+        for j, v in enumerate(variants):
+            rs = {r["model"]: r for r in records if r["kernels"] == kernel and r["variant"] == v}
+            med, q1, q3 = f"{prefix}median_ms", f"{prefix}q1_ms", f"{prefix}q3_ms"
+            ms = [rs[m][med] if m in rs else None for m in models]
+            fig.add_trace(go.Bar(
+                x=models, y=ms, name=v, marker_color=COLORS[j % len(COLORS)], legendgroup=v,
+                showlegend=kernel == kernels[0],
+                error_y=dict(type="data", symmetric=False,
+                             array=[rs[m][q3] - rs[m][med] if m in rs else None for m in models],
+                             arrayminus=[rs[m][med] - rs[m][q1] if m in rs else None for m in models]),
+                hovertemplate="%{x}<br>" + v + ": %{y:.3f} ms<extra></extra>"))
+    if len(kernels) > 1:
+        add_steps(fig, _groups(len(kernels), len(variants), kernels), "dropdown",
+                  titles=[f"{title}{k} kernels" for k in kernels], x=1.0, xanchor="right", y=1.18, yanchor="bottom")
+    fig.update_layout(title=f"{title}{kernels[0]} kernels", barmode="group", yaxis_type="log",
+                      yaxis_title="median ms per image (log)", height=460, margin=dict(t=100),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def op_profile_figure(profiles: dict, title: str = "") -> go.Figure:
+    """Per-op profile: time of every op by layer (bars coloured by op type, MACs beside on a second
+    axis), and by op type, share of the time against share of the MACs (text: ms per million
+    MACs). ``profiles`` is ``{label: [op records]}`` with ``op_type``, ``name``, ``ms`` and
+    optionally ``macs``; a dropdown picks the profile.
+
+    Examples
+    --------
+    >>> ops = [dict(op_type="CONV_2D", name="pw", ms=2.0, macs=4e6), dict(op_type="DEPTHWISE_CONV_2D", name="dw",
+    ...        ms=1.0, macs=2e5)]
+    >>> fig = op_profile_figure({"host": ops, "phone": [dict(o, macs=None) for o in ops]})
+    >>> len(fig.layout.updatemenus[0].buttons), fig.layout.yaxis2.title.text
+    (2, 'million MACs')
+    """
+    fig = make_subplots(rows=2, cols=1, row_heights=[0.58, 0.42], vertical_spacing=0.2,
+                        specs=[[{"secondary_y": True}], [{}]],
+                        subplot_titles=("by layer, in execution order", "by op type: share of time vs share of MACs"))
+    steps = []
+    for label, ops in profiles.items():
+        first = len(fig.data)
+        xs = [f"{i}: {o['name']}" for i, o in enumerate(ops)]
+        types = list(dict.fromkeys(o["op_type"] for o in ops))
+        for t in types:
+            fig.add_trace(go.Bar(x=[x for x, o in zip(xs, ops) if o["op_type"] == t],
+                                 y=[o["ms"] for o in ops if o["op_type"] == t], name=t, legendgroup=t,
+                                 marker_color=OP_COLORS.get(t, "#999999"),
+                                 hovertemplate="%{x}<br>" + t + ": %{y:.4f} ms<extra></extra>"), 1, 1)
+        has_macs = any(o.get("macs") for o in ops)
+        if has_macs:
+            fig.add_trace(go.Scatter(x=xs, y=[(o.get("macs") or 0) / 1e6 for o in ops], mode="markers",
+                                     marker=dict(symbol="diamond", color="black", size=6), name="MACs",
+                                     hovertemplate="%{x}<br>%{y:.2f} million MACs<extra></extra>"), 1, 1,
+                          secondary_y=True)
+        total_ms = sum(o["ms"] for o in ops) or 1.0
+        total_macs = sum(o.get("macs") or 0 for o in ops) or 1.0
+        by = {t: [o for o in ops if o["op_type"] == t] for t in types}
+        ms = {t: sum(o["ms"] for o in by[t]) for t in types}
+        macs = {t: sum(o.get("macs") or 0 for o in by[t]) for t in types}
+        text = [f"{ms[t] / (macs[t] / 1e6):.3g} ms/MMAC" if macs[t] else "" for t in types]
+        fig.add_trace(go.Bar(x=types, y=[ms[t] / total_ms for t in types], name="share of time",
+                             marker_color="#1f77b4", text=text, textposition="outside",
+                             hovertemplate="%{x}: %{y:.1%} of the time<extra></extra>"), 2, 1)
+        if has_macs:
+            fig.add_trace(go.Bar(x=types, y=[macs[t] / total_macs for t in types], name="share of MACs",
+                                 marker_color="#aaaaaa", hovertemplate="%{x}: %{y:.1%} of the MACs<extra></extra>"),
+                          2, 1)
+        steps.append((label, list(range(first, len(fig.data)))))
+    if len(steps) > 1:
+        add_steps(fig, steps, "dropdown", titles=[f"{title}{k}" for k in profiles], x=1.0, xanchor="right", y=1.12,
+                  yanchor="bottom")
+    fig.update_layout(title=f"{title}{next(iter(profiles))}", barmode="group", height=720, margin=dict(t=110),
+                      legend=dict(orientation="h", y=-0.12))
+    fig.update_xaxes(showticklabels=False, row=1, col=1)
+    fig.update_yaxes(title_text="ms", row=1, col=1, secondary_y=False)
+    fig.update_yaxes(title_text="million MACs", row=1, col=1, secondary_y=True, showgrid=False)
+    fig.update_yaxes(title_text="share", tickformat=".0%", row=2, col=1)
+    return fig
+
+
+def score_runtime_figure(points: list, budget_ms: float = 30.0, accuracies=()) -> go.Figure:
+    """LPIRC score (accuracy per second) against runtime per image, log runtime axis. ``points``
+    are dicts with ``label``, ``runtime_ms``, ``score`` and ``group`` (one marker per group, e.g.
+    "ours, host CPU" and "theirs, Pixel 2"); dotted curves for ``accuracies``.
+
+    Examples
+    --------
+    >>> pts = [dict(label="a", runtime_ms=0.4, score=31.0, group="ours"), dict(label="b", runtime_ms=80, score=8.8,
+    ...        group="theirs")]
+    >>> [t.name for t in score_runtime_figure(pts, accuracies=(0.7,)).data]
+    ['top-1 70%', 'ours', 'theirs']
+    """
+    from .score import lpirc_score
+
+    fig = go.Figure()
+    xs = [p["runtime_ms"] for p in points]
+    lo, hi = min(xs + [budget_ms]) / 2, max(xs + [budget_ms]) * 2
+    ms = np.geomspace(lo, hi, 200)
+    for acc in accuracies:
+        fig.add_trace(go.Scatter(x=ms, y=[lpirc_score(acc, m / 1000, 1, budget_ms) for m in ms], mode="lines",
+                                 name=f"top-1 {acc:.0%}", line=dict(color="lightgray", dash="dot")))
+    symbols = ("circle", "square", "diamond", "triangle-up")
+    for j, g in enumerate(dict.fromkeys(p["group"] for p in points)):
+        ps = [p for p in points if p["group"] == g]
+        fig.add_trace(go.Scatter(x=[p["runtime_ms"] for p in ps], y=[p["score"] for p in ps], mode="markers+text",
+                                 text=[p["label"] for p in ps], textposition="top center", name=g,
+                                 marker=dict(size=10, symbol=symbols[j % len(symbols)], color=COLORS[j % len(COLORS)]),
+                                 hovertemplate="%{text}<br>%{x:.3g} ms per image, score %{y:.3g}<extra></extra>"))
+    fig.add_vline(x=budget_ms, line_dash="dash", line_color="gray")
+    fig.update_layout(xaxis_type="log", xaxis_title="runtime per image (ms, log)", height=480,
+                      yaxis_title="LPIRC score (accuracy per second)", legend=dict(orientation="h", y=-0.2),
+                      title=f"Below {budget_ms:g} ms per image, only accuracy counts")
+    return fig
+
+
+def tools_figure(records: list, models: list, metric: str = "accuracy", title: str = "") -> go.Figure:
+    """One dot per tool and setting (with its 95% interval when the records have one), a dropdown
+    per model. ``records`` carry ``model``, ``label``, ``tool``, ``metric`` and optionally
+    ``ci_low``/``ci_high`` and ``route`` (open markers: measured in simulation).
+
+    Examples
+    --------
+    >>> recs = [dict(model="m", label="qlib: min-max", tool="qlib", accuracy=.9, ci_low=.89, ci_high=.91, route="export"),
+    ...         dict(model="m", label="converter: PTQ", tool="TFLite converter", accuracy=.88, ci_low=.87, ci_high=.89)]
+    >>> [t.name for t in tools_figure(recs, ["m"]).data]
+    ['qlib', 'TFLite converter']
+    """
+    fig = go.Figure()
+    tools = list(dict.fromkeys(r["tool"] for r in records))
+    steps = []
+    for m in models:
+        first = len(fig.data)
+        for j, tool in enumerate(tools):
+            rs = [r for r in records if r["model"] == m and r["tool"] == tool and r.get(metric) is not None]
+            err = None
+            if rs and all("ci_low" in r for r in rs) and metric == "accuracy":
+                err = dict(type="data", symmetric=False, array=[r["ci_high"] - r[metric] for r in rs],
+                           arrayminus=[r[metric] - r["ci_low"] for r in rs])
+            fig.add_trace(go.Scatter(
+                x=[r[metric] for r in rs], y=[r["label"] for r in rs], error_x=err, mode="markers", name=tool,
+                legendgroup=tool, showlegend=m == models[0],
+                marker=dict(size=10, color=COLORS[j % len(COLORS)],
+                            symbol=["circle-open" if r.get("route") == "simulation" else "circle" for r in rs]),
+                hovertemplate="%{y}<br>" + metric + " %{x:.4f}<extra></extra>"))
+        steps.append((m, list(range(first, len(fig.data)))))
+    if len(models) > 1:
+        add_steps(fig, steps, "dropdown", titles=[f"{title}{m}" for m in models], x=1.0, xanchor="right", y=1.15,
+                  yanchor="bottom")
+    fig.update_layout(title=f"{title}{models[0]}", xaxis_title=metric.replace("_", " "), height=520,
+                      margin=dict(l=330, t=100), legend=dict(orientation="h", y=-0.18))
+    fig.update_yaxes(autorange="reversed")
     return fig
