@@ -1,0 +1,85 @@
+"""Distillation loss: numpy and Keras against a hand computation; the teacher stays frozen."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from qlib.distill import DistillationLoss, distillation_loss, distiller, softmax
+
+
+def _hand(label, s, t, temperature, alpha, smoothing=0.0):
+    """The loss of one example, written out with math.exp and math.log."""
+    def sm(z, temp):
+        e = [math.exp(v / temp) for v in z]
+        return [v / sum(e) for v in e]
+    n = len(s)
+    y = [(1 - smoothing) * (i == label) + smoothing / n for i in range(n)]
+    hard = -sum(yi * math.log(p) for yi, p in zip(y, sm(s, 1.0)))
+    soft = -sum(pt * math.log(ps) for pt, ps in zip(sm(t, temperature), sm(s, temperature)))
+    return alpha * hard + (1 - alpha) * temperature ** 2 * soft
+
+
+CASES = [(0, [2.0, -1.0, 0.5], [4.0, 1.0, -2.0], 1.0, 0.5, 0.0),
+         (2, [0.1, 0.2, 0.3], [-1.0, 3.0, 0.0], 4.0, 0.1, 0.0),
+         (1, [5.0, -5.0, 0.0], [0.0, 0.0, 1.0], 8.0, 0.9, 0.1),
+         (1, [1.0, 2.0, 3.0], [3.0, 2.0, 1.0], 2.0, 1.0, 0.0),
+         (0, [1.0, 2.0, 3.0], [3.0, 2.0, 1.0], 2.0, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("label,s,t,temperature,alpha,smoothing", CASES)
+def test_loss_matches_a_hand_computation(label, s, t, temperature, alpha, smoothing):
+    expected = _hand(label, s, t, temperature, alpha, smoothing)
+    got = distillation_loss([label], [s], [t], temperature, alpha, smoothing)
+    assert got == pytest.approx(expected, rel=1e-12)
+    keras_loss = DistillationLoss(3, temperature, alpha, smoothing)
+    y = np.eye(3, dtype=np.float32)[[label]]
+    value = float(keras_loss(y, np.array([s + t], np.float32)))
+    assert value == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_averages_over_the_batch_and_accepts_one_hot():
+    labels, s, t = [0, 2], [[1.0, 0.0, 0.0], [0.0, 1.0, 3.0]], [[2.0, 0.0, 1.0], [0.5, 0.5, 0.0]]
+    each = [_hand(l, si, ti, 3.0, 0.3) for l, si, ti in zip(labels, s, t)]
+    assert distillation_loss(labels, s, t, 3.0, 0.3) == pytest.approx(np.mean(each))
+    assert distillation_loss(np.eye(3)[labels], s, t, 3.0, 0.3) == pytest.approx(np.mean(each))
+    assert softmax(np.array([[0.0, 0.0]]), 5.0).tolist() == [[0.5, 0.5]]
+
+
+def test_distiller_trains_the_student_only():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    t_out = keras.layers.Dropout(0.5)(keras.layers.Dense(3, name="t")(inp))
+    teacher = keras.Model(inp, t_out)
+    sin = keras.Input((4,))
+    student = keras.Model(sin, keras.layers.Dense(3, name="s")(sin))
+    model = distiller(student, teacher)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[np.arange(32) % 3]
+    t_before, s_before = teacher.get_weights(), student.get_weights()
+    # in training mode the teacher still runs in inference mode (no dropout)
+    np.testing.assert_allclose(model(x, training=True).numpy()[:, 3:], teacher(x, training=False).numpy(), atol=1e-6)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=DistillationLoss(3, temperature=2.0, alpha=0.5))
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    for a, b in zip(teacher.get_weights(), t_before):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(student.get_weights(), s_before))
+
+
+def test_bad_parameters_get_clear_errors():
+    s = t = [[1.0, 0.0]]
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        distillation_loss([0], s, t, temperature=0.0)
+    with pytest.raises(ValueError, match=r"alpha .* must be in \[0, 1\]"):
+        distillation_loss([0], s, t, alpha=1.5)
+    with pytest.raises(ValueError, match="labels must be in 0..1"):
+        distillation_loss([2], s, t)
+    with pytest.raises(ValueError, match="must both be"):
+        distillation_loss([0], s, [[1.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="num_classes"):
+        DistillationLoss(1)
+    a = keras.Model(i := keras.Input((3,)), keras.layers.Dense(2)(i))
+    b = keras.Model(j := keras.Input((4,)), keras.layers.Dense(2)(j))
+    with pytest.raises(ValueError, match="input"):
+        distiller(a, b)
