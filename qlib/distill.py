@@ -19,12 +19,16 @@ and the frozen teacher side by side.
 from __future__ import annotations
 
 import numbers
+from pathlib import Path
 
 import numpy as np
 
 from ._checks import check_array
 
-__all__ = ["softmax", "distillation_loss", "DistillationLoss", "distiller"]
+#: Where ``scripts/distill_sweep.py`` ships its students (weights + ``manifest.json``).
+STUDENTS_DIR = Path(__file__).resolve().parents[1] / "data" / "models" / "students"
+
+__all__ = ["softmax", "distillation_loss", "DistillationLoss", "distiller", "STUDENTS_DIR", "students", "load_student"]
 
 
 def _check_params(temperature, alpha, label_smoothing=0.0):
@@ -196,3 +200,31 @@ def distiller(student, teacher):
     t = _Frozen(teacher, name="teacher")(inp)
     out = keras.layers.Concatenate(name="student_teacher_logits")([s, t])
     return keras.Model(inp, out, name="distiller")
+
+
+def students() -> dict:
+    """The shipped students' manifest: ``{name: {config, sha256, run, temperature, alpha, ...}}``.
+
+    Examples
+    --------
+    >>> sorted(students())
+    ['student_distilled', 'student_labels']
+    >>> students()["student_labels"]["alpha"]
+    1.0
+    """
+    from .zoo import manifest
+
+    return manifest(STUDENTS_DIR)
+
+
+def load_student(name: str):
+    """A shipped student (``"student_labels"`` or ``"student_distilled"``), sha256 checked.
+
+    Examples
+    --------
+    >>> load_student("student_labels").name
+    'mobilenet_v1_0.25_standard'
+    """
+    from .zoo import load_model
+
+    return load_model(name, STUDENTS_DIR)

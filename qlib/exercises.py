@@ -166,3 +166,59 @@ def labels() -> list[str]:
     True
     """
     return sorted(_CHECKERS)
+
+
+# --- Part IV: product quantization (book/product_quantization.md) ---
+
+@exercise("ex-pq-storage")
+def _pq_storage(answer):
+    from .pq import pq_bits
+
+    expected = 1024 * 1000 * 32 / pq_bits(1024, 1000, 1024 // 8, 256)
+    return close(answer, expected, rtol=1e-3, what="the compression against float32"), expected
+
+
+@exercise("ex-pq-int8-codebooks")
+def _pq_int8_codebooks(answer):
+    from .pq import pq_bits
+
+    expected = 512 * 512 * 8 / pq_bits(512, 512, 512 // 4, 16, codebook_bits=8)
+    return close(answer, expected, rtol=1e-3, what="the compression against int8"), expected
+
+
+# --- Part IV: low-rank pointwise convolutions (book/low_rank.md) ---
+
+@exercise("ex-lowrank-macs")
+def _lowrank_macs(answer):
+    from .models import build
+    from .zoo import manifest
+
+    config = dict(manifest()["v1_standard"]["config"])
+    config["input_shape"] = tuple(config["input_shape"])
+    layer = build(**config).get_layer("block7_pw")
+    h, w = layer.output.shape[1:3]
+    cin, cout = layer.kernel.shape[2:]
+    expected = int(h * w * 64 * (cin + cout))
+    return equal(int(answer) if isinstance(answer, (int, float, np.integer)) else answer, expected,
+                 what="the multiply-adds per image"), expected
+
+
+@exercise("ex-lowrank-energy")
+def _lowrank_energy(answer):
+    from .folding import fold_batchnorm
+    from .lowrank import rank_for_energy
+    from .zoo import load_model
+
+    kernel = fold_batchnorm(load_model("v1_standard")).get_layer("block13_pw").get_weights()[0]
+    expected = rank_for_energy(kernel, 0.9)
+    return equal(answer, expected, what="the rank"), expected
+
+
+# --- Part IV: distillation (book/distillation.md) ---
+
+@exercise("ex-distill-hand")
+def _distill_hand(answer):
+    from .distill import distillation_loss
+
+    expected = distillation_loss([0], [[1.0, 0.0, -1.0]], [[2.0, 1.0, -3.0]], temperature=2.0, alpha=0.3)
+    return close(answer, expected, rtol=1e-6, what="the loss"), expected

@@ -160,12 +160,13 @@ class ProductQuantizer:
 
     def __init__(self, codebooks, codes, shape, objective_history=()):
         self.codebooks = np.asarray(codebooks, np.float64)
-        self.codes = np.asarray(codes)
+        codes = np.asarray(codes)
         self.shape = tuple(shape)
         self.objective_history = list(objective_history)
         m, k, d = self.codebooks.shape
-        if self.codes.shape[0] != m or self.codes.min() < 0 or self.codes.max() >= k:
-            raise ValueError(f"codes {self.codes.shape} do not index {m} codebooks of {k} codewords")
+        if codes.ndim != 2 or codes.shape[0] != m or codes.min() < 0 or codes.max() >= k:
+            raise ValueError(f"codes {codes.shape} do not index {m} codebooks of {k} codewords")
+        self.codes = codes.astype(np.uint8 if k <= 256 else np.uint16)   # the indices as stored: log2(K) bits
 
     @property
     def num_subspaces(self) -> int:
@@ -411,7 +412,7 @@ class CompressionReport:
 
 
 def compress_model(model, subvector_length: int = 4, codebook_size: int = 32, calibration_data=None,
-                   layers=None, iterations: int = 10, max_rows: int = 20000, seed: int = 0):
+                   layers=None, iterations: int = 10, max_rows: int = 20000, seed: int = 0, refine: bool = True):
     """Product-quantize the 1x1 convolutions and the classifier of a model (BatchNorm folded first).
 
     Parameters
@@ -431,6 +432,9 @@ def compress_model(model, subvector_length: int = 4, codebook_size: int = 32, ca
         Layer names (default :func:`pq_layers`).
     iterations, seed
         As in :func:`fit`.
+    refine : bool
+        With ``calibration_data``: refine on the response (default), or keep the k-means
+        codebooks and only measure each layer's response error (to compare the two).
     max_rows : int
         At most this many input vectors per layer (pixels are subsampled, seeded).
 
@@ -484,6 +488,11 @@ def compress_model(model, subvector_length: int = 4, codebook_size: int = 32, ca
         if data is None:
             pq = fit(w, dim // d, kk, iterations=iterations, seed=seed)
             x_eval = None
+        elif not refine:
+            pq = fit(w, dim // d, kk, seed=seed)
+            x_q, x_f = _layer_input(work, name, data).reshape(-1, dim), _layer_input(float_model, name, data).reshape(-1, dim)
+            keep = rng.choice(x_q.shape[0], min(x_q.shape[0], 2000), replace=False)
+            x_eval = (x_q[keep], x_f[keep])
         else:
             x_q = _layer_input(work, name, data).reshape(-1, dim)
             x_f = _layer_input(float_model, name, data).reshape(-1, dim)

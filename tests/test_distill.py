@@ -83,3 +83,22 @@ def test_bad_parameters_get_clear_errors():
     b = keras.Model(j := keras.Input((4,)), keras.layers.Dense(2)(j))
     with pytest.raises(ValueError, match="input"):
         distiller(a, b)
+
+
+def test_shipped_sweep_and_students():
+    """data/sweeps/distill.json (scripts/distill_sweep.py) and the shipped students."""
+    from qlib import distill, results
+
+    sweep = results.load("distill")
+    base, teacher = sweep.one(run="labels"), sweep.one(run="teacher")
+    assert base["alpha"] == 1.0 and base["temperature"] is None
+    assert teacher["macs"] > 10 * base["macs"]
+    for r in sweep:
+        if r["run"] != "teacher":
+            assert (r["epochs"], r["seed"], r["limit"]) == (base["epochs"], base["seed"], base["limit"])
+            assert abs(r["int8"]["accuracy"] - r["accuracy"]) < 0.05
+    shipped = distill.students()
+    assert shipped["student_labels"]["run"] == "labels"
+    best = max((r for r in sweep if r["temperature"] is not None), key=lambda r: r["accuracy"])
+    assert shipped["student_distilled"]["run"] == best["run"]
+    assert shipped["student_distilled"]["float_test_accuracy"] == best["accuracy"]

@@ -92,3 +92,22 @@ def test_bad_ranks_and_layers_get_clear_errors(rng):
     dw.build((None, 8, 8, 4))
     with pytest.raises(ValueError, match="not a 1x1 Conv2D"):
         lowrank.singular_values(dw)
+
+
+def test_shipped_sweep_is_consistent():
+    """data/sweeps/lowrank.json (scripts/lowrank_sweep.py): ranks save MACs, MACs follow from the ranks."""
+    from qlib import results
+    from qlib.zoo import manifest
+
+    sweep = results.load("lowrank")
+    zoo = sweep.one(config="zoo")
+    assert zoo["macs"] == 12167168 and zoo["int8_ms_ratio"] == 1.0
+    assert manifest()["v1_standard"]["float_test_accuracy"] == pytest.approx(zoo["accuracy"], abs=2e-4)
+    control = sweep.one(config="original")
+    assert control["macs"] == zoo["macs"] and not control["ranks"]
+    for r in sweep:
+        if r.get("energy") is None:
+            continue
+        assert r["macs"] < zoo["macs"] and r["factorized_layers"] == len(r["ranks"]) > 0
+        assert r["epochs"] == control["epochs"] and r["seed"] == control["seed"] and r["limit"] == control["limit"]
+        assert r["int8_ms_ratio"] == pytest.approx(r["int8_ms"] / zoo["int8_ms"])

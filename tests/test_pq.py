@@ -125,3 +125,24 @@ def test_bad_input_gets_clear_errors(layer_data):
     q = pq.fit(w, 4, 4)
     with pytest.raises(ValueError, match="this kernel takes 32"):
         q.matmul(np.zeros((3, 16)))
+
+
+def test_shipped_sweep_is_consistent():
+    """data/sweeps/pq.json (scripts/pq_sweep.py): refinement never loses to k-means; storage and cost formulas."""
+    from qlib import results
+
+    sweep = results.load("pq")
+    assert sweep.meta["command"].startswith("python scripts/pq_sweep.py") and sweep.meta["float"]
+    for r in sweep.select(method="response"):
+        k = sweep.one(model=r["model"], subvector_length=r["subvector_length"], codebook_size=r["codebook_size"],
+                      method="kmeans")
+        assert r["accuracy"] >= k["accuracy"] - 0.005
+        assert 0 <= r["a8"]["accuracy"] <= 1 and r["layer_compression_vs_int8"] == pytest.approx(
+            k["layer_compression_vs_int8"])
+        assert r["layer_compression_vs_float32"] > r["layer_compression_vs_int8"] > 0
+        assert r["model_compression_vs_float32"] < r["layer_compression_vs_float32"]
+    speed = results.load("pq_speed")
+    for r in speed.records:
+        c = pq.table_costs(r["input_dim"], r["outputs"], r["input_dim"] // r["d"], r["codebook_size"])
+        assert r["op_ratio"] == pytest.approx(c["op_ratio"])
+        assert r["time_ratio"] == pytest.approx(r["lookup_seconds"] / r["dense_seconds"])
