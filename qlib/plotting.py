@@ -486,12 +486,14 @@ def pq_tradeoff_figure(records: list, models: list, float_acc: dict, x_key: str 
     return fig
 
 
-def pq_layers_figure(records: list, model: str, subvector_length: int, title: str = "") -> go.Figure:
+def pq_layers_figure(records: list, model: str, subvector_length: int, order=None, title: str = "") -> go.Figure:
     """Per-layer relative response error, k-means vs response-refined codebooks; a slider picks the codebook size.
 
     Each step shows, for every compressed layer of ``model`` (in network order), the relative
     error of its response on the calibration images, with inputs from the network compressed
-    so far (errors of earlier layers accumulate). The title gives both networks' accuracy.
+    so far (errors of earlier layers accumulate). ``order`` lists the layers in network order
+    (e.g. :func:`qlib.pq.pq_layers`); by default the records' order. The title gives both
+    networks' accuracy.
 
     Examples
     --------
@@ -513,7 +515,7 @@ def pq_layers_figure(records: list, model: str, subvector_length: int, title: st
             r = next((r for r in rs if r["codebook_size"] == k and r["method"] == method), None)
             if r is None:
                 continue
-            names = list(r["response_errors"])
+            names = [n for n in order if n in r["response_errors"]] if order else list(r["response_errors"])
             fig.add_trace(go.Bar(x=names, y=[r["response_errors"][n] for n in names], name=label, marker_color=color,
                                  hovertemplate="%{x}: %{y:.1%} relative error<extra></extra>"))
             accs[method] = r["accuracy"]
@@ -558,6 +560,8 @@ def pq_speed_figure(records: list) -> go.Figure:
         add_steps(fig, groups, "dropdown", titles=[f"look-up path vs dense, {g[0]}" for g in groups],
                   x=1.0, xanchor="right", y=1.22, yanchor="top")
     fig.add_hline(y=1.0, line_dash="dash", line_color="gray")
+    ticks = [0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30]
+    fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     fig.update_layout(barmode="group", yaxis_type="log", yaxis_title="ratio (> 1: look-up path better)",
                       height=500, legend=dict(orientation="h", y=1.1), margin=dict(b=160),
                       title=f"look-up path vs dense, d = {configs[0][0]}, K = {configs[0][1]}")
