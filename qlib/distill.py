@@ -118,10 +118,14 @@ def _keras():
 
 
 class DistillationLoss(_keras().losses.Loss):
-    """:func:`distillation_loss` as a Keras loss, for the output of :func:`distiller`.
+    """:func:`distillation_loss` as a Keras loss, with the teacher's logits run live or precomputed.
 
-    ``y_true`` is one-hot ``(N, C)``; ``y_pred`` is ``(N, 2C)``: the student's logits, then the
-    teacher's. Works on every Keras backend.
+    ``teacher_in="y_pred"`` (default), for the output of :func:`distiller`: ``y_true`` is one-hot
+    ``(N, C)`` and ``y_pred`` ``(N, 2C)``, the student's logits then the teacher's.
+    ``teacher_in="y_true"``, for teacher logits computed beforehand (the teacher is frozen, so
+    they can be computed once for every run that sees the same batches): ``y_true`` is
+    ``(N, 2C)``, the one-hot labels then the teacher's logits, and ``y_pred`` the student's
+    logits ``(N, C)``. Works on every Keras backend.
 
     Examples
     --------
@@ -130,32 +134,42 @@ class DistillationLoss(_keras().losses.Loss):
     >>> keras_value = float(loss(np.eye(2)[[0]], np.concatenate([s, t], axis=1)))
     >>> bool(np.isclose(keras_value, distillation_loss([0], s, t, temperature=2.0, alpha=0.25), rtol=1e-5))
     True
+    >>> cached = DistillationLoss(num_classes=2, temperature=2.0, alpha=0.25, teacher_in="y_true")
+    >>> bool(np.isclose(float(cached(np.concatenate([np.eye(2)[[0]], t], axis=1), s)), keras_value))
+    True
     """
 
     def __init__(self, num_classes: int, temperature: float = 4.0, alpha: float = 0.5, label_smoothing: float = 0.0,
-                 name: str = "distillation_loss", **kwargs):
+                 teacher_in: str = "y_pred", name: str = "distillation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if teacher_in not in ("y_pred", "y_true"):
+            raise ValueError(f"teacher_in must be 'y_pred' (the output of distiller) or 'y_true' (precomputed "
+                             f"teacher logits after the one-hot labels), got {teacher_in!r}")
         self.num_classes = int(num_classes)
+        self.teacher_in = teacher_in
         self.temperature, self.alpha, self.label_smoothing = _check_params(temperature, alpha, label_smoothing)
 
     def call(self, y_true, y_pred):
         ops = _keras().ops
         c, temp = self.num_classes, self.temperature
-        s, t = y_pred[:, :c], ops.stop_gradient(y_pred[:, c:])
-        y = ops.cast(y_true, s.dtype) * (1 - self.label_smoothing) + self.label_smoothing / c
+        if self.teacher_in == "y_pred":
+            s, t, y = y_pred[:, :c], ops.stop_gradient(y_pred[:, c:]), y_true
+        else:
+            s, t, y = y_pred, ops.stop_gradient(ops.cast(y_true[:, c:], y_pred.dtype)), y_true[:, :c]
+        y = ops.cast(y, s.dtype) * (1 - self.label_smoothing) + self.label_smoothing / c
         hard = -ops.sum(y * ops.log_softmax(s, axis=-1), axis=-1)
         soft = -ops.sum(ops.softmax(t / temp, axis=-1) * ops.log_softmax(s / temp, axis=-1), axis=-1)
         return self.alpha * hard + (1 - self.alpha) * temp ** 2 * soft
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "temperature": self.temperature,
-                "alpha": self.alpha, "label_smoothing": self.label_smoothing}
+                "alpha": self.alpha, "label_smoothing": self.label_smoothing, "teacher_in": self.teacher_in}
 
     def __repr__(self) -> str:
         return (f"DistillationLoss(temperature={self.temperature:g}, alpha={self.alpha:g}, "
-                f"label_smoothing={self.label_smoothing:g})")
+                f"label_smoothing={self.label_smoothing:g}, teacher_in={self.teacher_in!r})")
 
 
 class _Frozen(_keras().layers.Layer):

@@ -476,6 +476,9 @@ def compress_model(model, subvector_length: int = 4, codebook_size: int = 32, ca
         if dim % d:
             raise ValueError(f"subvector_length={d} does not divide the input dimension {dim} of layer {name!r}")
     data = None if calibration_data is None else check_array(calibration_data, "calibration_data").astype(np.float32)
+    if data is not None:  # every layer's float input at once; the compressed network's, one layer at a time
+        float_inputs = dict(zip(names, _layer_inputs(float_model, names, data)))
+        probe = _Probe(work, names)
     rng = np.random.default_rng(seed)
     records, quantizers = [], {}
     for name in names:
@@ -490,12 +493,12 @@ def compress_model(model, subvector_length: int = 4, codebook_size: int = 32, ca
             x_eval = None
         elif not refine:
             pq = fit(w, dim // d, kk, seed=seed)
-            x_q, x_f = _layer_input(work, name, data).reshape(-1, dim), _layer_input(float_model, name, data).reshape(-1, dim)
+            x_q, x_f = probe(name, data).reshape(-1, dim), float_inputs.pop(name).reshape(-1, dim)
             keep = rng.choice(x_q.shape[0], min(x_q.shape[0], 2000), replace=False)
             x_eval = (x_q[keep], x_f[keep])
         else:
-            x_q = _layer_input(work, name, data).reshape(-1, dim)
-            x_f = _layer_input(float_model, name, data).reshape(-1, dim)
+            x_q = probe(name, data).reshape(-1, dim)
+            x_f = float_inputs.pop(name).reshape(-1, dim)
             if x_q.shape[0] > max_rows:
                 keep = rng.choice(x_q.shape[0], max_rows, replace=False)
                 x_q, x_f = x_q[keep], x_f[keep]
@@ -521,9 +524,29 @@ def compress_model(model, subvector_length: int = 4, codebook_size: int = 32, ca
     return work, CompressionReport(records, quantizers)
 
 
-def _layer_input(model, name: str, data, batch_size: int = 250) -> np.ndarray:
-    """The input of layer ``name`` on ``data`` (a probe model up to it)."""
+def _layer_inputs(model, names: list, data, batch_size: int = 250) -> list:
+    """The inputs of layers ``names`` on ``data``, from one probe model (one trace, one pass)."""
     import keras
 
-    probe = keras.Model(model.inputs, model.get_layer(name).input)
-    return np.asarray(probe.predict(data, batch_size=batch_size, verbose=0))
+    probe = keras.Model(model.input, [model.get_layer(n).input for n in names])
+    out = probe.predict(data, batch_size=batch_size, verbose=0)
+    return [np.asarray(v) for v in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+class _Probe:
+    """The input of one layer of ``model`` on ``data``, with the model's current weights.
+
+    One multi-output probe model shares ``model``'s layers, so it sees each new kernel set
+    on them without being rebuilt (its predict function is traced once); each call runs the
+    network up to its last probed layer.
+    """
+
+    def __init__(self, model, names: list):
+        import keras
+
+        self.names = list(names)
+        self.model = keras.Model(model.input, [model.get_layer(n).input for n in self.names])
+
+    def __call__(self, name: str, data, batch_size: int = 250) -> np.ndarray:
+        out = self.model.predict(data, batch_size=batch_size, verbose=0)
+        return np.asarray(out[self.names.index(name)] if isinstance(out, (list, tuple)) else out)

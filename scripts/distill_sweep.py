@@ -41,9 +41,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from partiv_common import LABEL_SMOOTHING, accuracy, provenance, train, write_results  # noqa: E402
+from partiv_common import (LABEL_SMOOTHING, Batches, WithTeacher, accuracy, provenance, teacher_logits,  # noqa: E402
+                            train, write_results)
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from qlib.data import fashion_mnist_splits, one_per_class, sha256_file  # noqa: E402
 from qlib.distill import DistillationLoss, distiller  # noqa: E402
@@ -71,24 +73,55 @@ def student():
     return build(**cfg)
 
 
+def cached_teacher_logits(args, splits, teacher):
+    """The teacher's logits on every training batch of every epoch, computed once (``--work``)."""
+    from qlib.data import sha256_file
+
+    key = f"teacher-logits-s{args.seed}-e{args.epochs}-n{splits['x_train'].shape[0]}"
+    path = args.work / f"{key}.npy"
+    teacher_sha = manifest()["teacher"]["sha256"]
+    stamp = args.work / f"{key}.json"
+    if path.exists() and stamp.exists() and json.loads(stamp.read_text()).get("teacher_sha256") == teacher_sha:
+        if json.loads(stamp.read_text()).get("sha256") == sha256_file(path):
+            return np.load(path)
+    start, cpu = time.time(), time.process_time()
+    logits = teacher_logits(teacher, splits["x_train"], splits["y_train"], args.epochs, seed=args.seed)
+    np.save(path, logits)
+    stamp.write_text(json.dumps({"teacher_sha256": teacher_sha, "sha256": sha256_file(path),
+                                 "seconds": round(time.time() - start, 1),
+                                 "cpu_seconds": round(time.process_time() - cpu, 1)}) + "\n")
+    return logits
+
+
 def train_run(run, args, splits, test, teacher):
     temperature, alpha = parse(run)
     keras.utils.set_random_seed(args.seed)
     net = student()
     if temperature is None:
-        model, loss = net, keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=LABEL_SMOOTHING)
-    else:
-        model = distiller(net, teacher)
+        model, data = net, None
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=LABEL_SMOOTHING)
+    elif args.live_teacher:
+        model, data = distiller(net, teacher), None
         loss = DistillationLoss(10, temperature, alpha, label_smoothing=LABEL_SMOOTHING)
-    seconds = train(model, loss, splits, args.epochs, args.lr, seed=args.seed)
+    else:
+        logits = cached_teacher_logits(args, splits, teacher)
+        model = net
+        data = WithTeacher(Batches(splits["x_train"], splits["y_train"], 128, args.seed), logits)
+        loss = DistillationLoss(10, temperature, alpha, label_smoothing=LABEL_SMOOTHING, teacher_in="y_true")
+    timing = train(model, loss, splits, args.epochs, args.lr, seed=args.seed, data=data)
+    seconds = timing["seconds"]
     path = args.work / f"{run}.weights.h5"
     net.save_weights(path)
     rec = {"run": run, "temperature": temperature, "alpha": alpha, "epochs": args.epochs, "lr": args.lr,
-           "seed": args.seed, "batch_size": 128, "train_seconds": round(seconds, 1), "params": int(net.count_params()),
-           "macs": int(sum(c["macs"] for c in layer_costs(net))), "limit": args.limit}
+           "seed": args.seed, "batch_size": 128, "train_seconds": round(seconds, 1),
+           "train_cpu_seconds": round(timing["cpu_seconds"], 1),
+           "teacher": None if temperature is None else ("live" if args.live_teacher else "precomputed logits"),
+           "params": int(net.count_params()), "macs": int(sum(c["macs"] for c in layer_costs(net))),
+           "limit": args.limit}
     rec.update(accuracy(net, *test))
     meta = provenance(["--phase", "train", "--runs", run, "--epochs", str(args.epochs), "--lr", str(args.lr),
-                       "--seed", str(args.seed)] + (["--limit", str(args.limit)] if args.limit else []), seconds)
+                       "--seed", str(args.seed)] + (["--limit", str(args.limit)] if args.limit else [])
+                      + (["--live-teacher"] if args.live_teacher else []), seconds)
     (args.work / f"{run}.json").write_text(json.dumps({"meta": meta, "record": rec}, indent=1) + "\n")
     print(f"{run}: float {rec['accuracy']:.4f} after {args.epochs} epochs ({seconds:.0f} s)", flush=True)
 
@@ -147,8 +180,12 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--phase", choices=["all", "train", "deploy"], default="all")
+    ap.add_argument("--phase", choices=["all", "teacher", "train", "deploy"], default="all",
+                    help="teacher: only compute the teacher's logits on the training batches (once, for every run)")
     ap.add_argument("--limit", type=int, default=0, help="train on the first N images only (a smoke test)")
+    ap.add_argument("--live-teacher", action="store_true",
+                    help="run the teacher on every batch (distiller) instead of its logits precomputed once "
+                         "for all runs (the same batches: the same loss, up to float rounding)")
     ap.add_argument("--work", type=Path, default=ROOT / "data" / "work" / "distill",
                     help="trained students and their float results (not shipped)")
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "sweeps" / "distill.json")
@@ -162,6 +199,9 @@ def main(argv=None):
     if args.limit:
         splits["x_train"], splits["y_train"] = splits["x_train"][:args.limit], splits["y_train"][:args.limit]
     test = (splits["x_test"], splits["y_test"])
+    if args.phase == "teacher":
+        cached_teacher_logits(args, splits, load_model("teacher"))
+        return
     if args.phase in ("all", "train"):
         teacher = load_model("teacher")
         for run in args.runs:

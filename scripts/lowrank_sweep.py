@@ -76,8 +76,10 @@ def phase_train(args, model, folded, splits, test):
         rec = {"config": tag(fraction), "energy": fraction, "ranks": ranks, "factorized_layers": len(ranks),
                "macs": int(macs), "params": int(net.count_params()), "epochs": args.epochs, "lr": args.lr,
                "seed": args.seed, "before_finetune": accuracy(net, *test)}
-        seconds = train(net, loss, splits, args.epochs, args.lr, seed=args.seed, warmup=False)
+        timing = train(net, loss, splits, args.epochs, args.lr, seed=args.seed, warmup=False)
+        seconds = timing["seconds"]
         rec["finetune_seconds"] = round(seconds, 1)
+        rec["finetune_cpu_seconds"] = round(timing["cpu_seconds"], 1)
         rec.update(accuracy(net, *test))
         rec["limit"] = args.limit
         net.save_weights(args.work / f"{tag(fraction)}.weights.h5")

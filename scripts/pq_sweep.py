@@ -35,7 +35,7 @@ from partiv_common import accuracy, provenance, write_results  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from qlib.cache import cached, model_hash  # noqa: E402
+from qlib.cache import cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.folding import fold_batchnorm  # noqa: E402
 from qlib.layers import num_outputs  # noqa: E402
@@ -43,6 +43,10 @@ from qlib.models import layer_costs  # noqa: E402
 from qlib.pq import compress_model  # noqa: E402
 from qlib.simulate import Simulator  # noqa: E402
 from qlib.zoo import load_model  # noqa: E402
+
+
+#: the code a cached record depends on (computed once, when the modules are imported)
+CODE = code_version("qlib.pq", "qlib.simulate", "qlib.evaluate", "qlib.folding", "qlib.data", "qlib.zoo")
 
 
 def model_sizes(folded) -> dict:
@@ -112,8 +116,8 @@ def merge(parts, out, argv):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["v1_standard", "v2_standard"])
-    ap.add_argument("--subvector", nargs="+", type=int, default=[4, 8, 2])
-    ap.add_argument("--codebook", nargs="+", type=int, default=[8, 16, 32, 64, 128])
+    ap.add_argument("--subvector", nargs="+", type=int, default=[4, 8])
+    ap.add_argument("--codebook", nargs="+", type=int, default=[8, 16, 32, 64])
     ap.add_argument("--methods", nargs="+", default=["kmeans", "response"], choices=["kmeans", "response"])
     ap.add_argument("--calibration", type=int, default=500, help="validation images for the response refinement")
     ap.add_argument("--test-limit", type=int, default=0, help="first N test images only (0: all 10,000)")
@@ -145,7 +149,8 @@ def main(argv=None):
                     config = dict(model=mhash, d=d, k=k, method=method, calibration=args.calibration, test=n,
                                   version=2)
                     rec = cached("pq", config, lambda: run_config(model, folded, sizes, costs, d, k, method, s,
-                                                                  calib_pq, calib_act, test), refresh=args.refresh)
+                                                                  calib_pq, calib_act, test), refresh=args.refresh,
+                                 code=CODE)
                     rec = dict(rec, model=name)
                     records.append(rec)
                     a8 = f", W=PQ A8 {rec['a8']['accuracy']:.4f}" if "a8" in rec else ""

@@ -37,6 +37,9 @@ def test_loss_matches_a_hand_computation(label, s, t, temperature, alpha, smooth
     y = np.eye(3, dtype=np.float32)[[label]]
     value = float(keras_loss(y, np.array([s + t], np.float32)))
     assert value == pytest.approx(expected, rel=1e-5)
+    precomputed = DistillationLoss(3, temperature, alpha, smoothing, teacher_in="y_true")
+    value = float(precomputed(np.concatenate([y, np.array([t], np.float32)], axis=1), np.array([s], np.float32)))
+    assert value == pytest.approx(expected, rel=1e-5)
 
 
 def test_loss_averages_over_the_batch_and_accepts_one_hot():
@@ -79,6 +82,8 @@ def test_bad_parameters_get_clear_errors():
         distillation_loss([0], s, [[1.0, 0.0, 0.0]])
     with pytest.raises(ValueError, match="num_classes"):
         DistillationLoss(1)
+    with pytest.raises(ValueError, match="teacher_in must be"):
+        DistillationLoss(3, teacher_in="teacher")
     a = keras.Model(i := keras.Input((3,)), keras.layers.Dense(2)(i))
     b = keras.Model(j := keras.Input((4,)), keras.layers.Dense(2)(j))
     with pytest.raises(ValueError, match="input"):
@@ -102,3 +107,29 @@ def test_shipped_sweep_and_students():
     best = max((r for r in sweep if r["temperature"] is not None), key=lambda r: r["accuracy"])
     assert shipped["student_distilled"]["run"] == best["run"]
     assert shipped["student_distilled"]["float_test_accuracy"] == best["accuracy"]
+
+
+def test_precomputed_teacher_logits_train_the_student_like_the_live_teacher():
+    """One SGD step through distiller() and one with the teacher's logits in y_true give the same student."""
+    keras.utils.set_random_seed(0)
+    teacher = keras.Model(i := keras.Input((4,)), keras.layers.Dense(3)(i))
+    x = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[np.arange(16) % 3]
+    logits = teacher.predict(x, verbose=0)
+    students = []
+    for live in (True, False):
+        keras.utils.set_random_seed(0)
+        student = keras.Model(j := keras.Input((4,)), keras.layers.Dense(3)(j))
+        start = student.get_weights()
+        if live:
+            model, target = distiller(student, teacher), y
+            loss = DistillationLoss(3, temperature=3.0, alpha=0.4, label_smoothing=0.1)
+        else:
+            model, target = student, np.concatenate([y, logits], axis=1)
+            loss = DistillationLoss(3, temperature=3.0, alpha=0.4, label_smoothing=0.1, teacher_in="y_true")
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+        model.fit(x, target, epochs=1, batch_size=16, shuffle=False, verbose=0)
+        students.append(student.get_weights())
+        assert not np.allclose(students[-1][0], start[0]), "the step must move the student"
+    for a, b in zip(*students):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
