@@ -50,11 +50,14 @@ book: setup
 	$(BIN)/jupyter-book build . -W -n --keep-going && \
 	echo "book built in $$(( $$(date +%s) - start )) s"
 
+# two workers, one test file each at a time (the rendered-book checks share one browser session per file)
+PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
+
 unit: setup
-	$(BIN)/python -m pytest -m "not book"
+	$(PYTEST) -m "not book"
 
 test: book
-	QBOOK_REQUIRE_BOOK=1 $(BIN)/python -m pytest
+	QBOOK_REQUIRE_BOOK=1 $(PYTEST)
 
 student: setup
 	$(BIN)/python scripts/notebooks.py student --out _build/student

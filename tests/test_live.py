@@ -6,8 +6,8 @@ the way the JupyterLab UI asks when a student double-clicks ``book/<chapter>.md`
 (``binder/``) is checked with repo2docker's own ``--no-build`` dry run: the Dockerfile it would
 build must install the Debian packages, the pinned requirements and run ``binder/postBuild``.
 That the chapters *execute* as notebooks is checked by the book build (every chapter, through
-jupytext and nbclient, ``execute_notebooks: force``) and, solutions removed, by
-``tests/test_student.py``.
+jupytext and nbclient, ``execute_notebooks: force``, in a fresh kernel each, ipywidgets cells
+included) and, solutions removed, by ``tests/test_student.py``.
 """
 
 from __future__ import annotations

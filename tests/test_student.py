@@ -3,13 +3,15 @@
 The notebooks are written by ``scripts/notebooks.py student`` (jupytext + nbconvert's tag and regex
 preprocessors) into ``_build/student/``. The tests check the solution convention in the chapter
 sources (so an author who forgets a tag hears about it here), that nothing of a solution reaches a
-student, that nothing else is lost, and that every student notebook executes top to bottom in a
+student, that nothing else is lost, and that the student notebooks run top to bottom in a
 fresh kernel (nbclient), ipywidgets cells included. Executing the full chapters is the book build's
-job (``execute_notebooks: force``), so each chapter runs twice per ``make test``, not three times.
+job (``execute_notebooks: force``); that no kept cell needs a solution is checked from the cells'
+syntax, and one student notebook is executed for real, so ``make test`` runs each chapter once.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -89,17 +91,72 @@ def test_student_notebook_has_no_solutions(students, md):
     assert text.count("{exercise}") == "\n".join(c.source for c in full.cells).count("{exercise}")
 
 
+def _names(source: str) -> tuple[set, set]:
+    """(names a cell binds, names it reads), from its Python syntax tree (IPython magics skipped)."""
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    bound, read = set(), set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return bound, read
+
+
+def solution_dependencies(nb) -> list[str]:
+    """Names a kept cell reads that only a removed solution cell (before it) binds."""
+    removed = set(_solution_cells(nb))
+    kept_bound, solution_bound, found = set(), set(), []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        bound, read = _names(cell.source)
+        if i in removed or notebooks.SOLUTION_TAG in cell.metadata.get("tags", []):
+            solution_bound |= bound - kept_bound
+            continue
+        found += [f"cell {i} reads `{n}`" for n in sorted(read & solution_bound - kept_bound - bound)]
+        kept_bound |= bound
+    return found
+
+
+def test_dependency_check_catches_a_kept_cell_that_needs_a_solution():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_markdown_cell("```{solution-start} ex\n```"),
+        nbformat.v4.new_code_cell("answer = x + 1", metadata={"tags": ["solution"]}),
+        nbformat.v4.new_markdown_cell("```{solution-end}\n```"),
+        nbformat.v4.new_code_cell("print(answer, x)")])
+    assert solution_dependencies(nb) == ["cell 4 reads `answer`"]
+    nb.cells.insert(4, nbformat.v4.new_code_cell("answer = 0"))
+    assert solution_dependencies(nb) == []
+
+
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
-def test_student_notebook_runs_top_to_bottom(students, md):
-    """A fresh kernel runs the whole student notebook (the exercises' answers are left to the student)."""
+def test_student_notebook_needs_nothing_from_a_solution(md):
+    """Every cell a student keeps runs without the solutions: none reads a name only a solution binds.
+
+    The book build executes every full chapter; with this check, the student notebook (the chapter
+    less its solution cells) runs too. One student notebook is executed for real below.
+    """
+    assert solution_dependencies(notebooks.read(md)) == []
+
+
+# executed for real: the chapter with ipywidgets controls and exercises that takes least time
+EXECUTED = "quantization_fundamentals"
+
+
+def test_student_notebook_runs_top_to_bottom(students):
+    """A fresh kernel runs a whole student notebook (the exercises' answers are left to the student)."""
     from nbclient import NotebookClient
 
+    md = next(p for p in CHAPTERS if p.stem == EXECUTED)
     nb = students[md.stem]
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(md.parent)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []
-    if re.search(r"^import ipywidgets|^from ipywidgets", md.read_text(), flags=re.M):
-        views = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                 if WIDGET_VIEW in o.get("data", {})]
-        assert views, "the ipywidgets cells made no widget"
+    assert re.search(r"^import ipywidgets|^from ipywidgets", md.read_text(), flags=re.M)
+    views = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if WIDGET_VIEW in o.get("data", {})]
+    assert views, "the ipywidgets cells made no widget"
