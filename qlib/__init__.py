@@ -34,6 +34,9 @@ MODULES = {
     "methods": {
         "simulate": "simulated int8 quantization placed where TFLite quantizes",
         "dfq": "data-free quantization: equalization, high-bias absorption, bias correction",
+        "pq": "product quantization (Q-CNN): codebooks on the layer's response, look-up-table inference",
+        "lowrank": "low-rank pointwise convolutions: one 1x1 conv as two thinner ones by truncated SVD",
+        "distill": "knowledge distillation: the label + softened-teacher loss, a frozen-teacher distiller",
     },
     "deploy": {
         "tflite": "the real TFLite converter, and the LiteRT runtime with its three kernel sets",

@@ -941,3 +941,122 @@ def _deploy_parse(answer):
     out = parse_benchmark_model(published_sample())
     expected = next(t["share"] for t in out.by_type if t["node_type"] == "DEPTHWISE_CONV_2D")
     return close(answer, expected, rtol=1e-3, what="the depthwise share of the time"), expected
+
+
+
+
+# --- Part IV: product quantization (book/product_quantization.md) ---
+
+@exercise("ex-pq-storage")
+def _pq_storage(answer):
+    from .pq import pq_bits
+
+    expected = 1024 * 1000 * 32 / pq_bits(1024, 1000, 1024 // 8, 256)
+    return close(answer, expected, rtol=1e-3, what="the compression against float32"), expected
+
+
+@exercise("ex-pq-int8-codebooks")
+def _pq_int8_codebooks(answer):
+    from .pq import pq_bits
+
+    expected = 512 * 512 * 8 / pq_bits(512, 512, 512 // 4, 16, codebook_bits=8)
+    return close(answer, expected, rtol=1e-3, what="the compression against int8"), expected
+
+
+# --- Part IV: low-rank pointwise convolutions (book/low_rank.md) ---
+
+@exercise("ex-lowrank-macs")
+def _lowrank_macs(answer):
+    from .models import build
+    from .zoo import manifest
+
+    config = dict(manifest()["v1_standard"]["config"])
+    config["input_shape"] = tuple(config["input_shape"])
+    layer = build(**config).get_layer("block7_pw")
+    h, w = layer.output.shape[1:3]
+    cin, cout = layer.kernel.shape[2:]
+    expected = int(h * w * 64 * (cin + cout))
+    whole = isinstance(answer, (int, float, np.integer, np.floating)) and np.isfinite(answer) \
+        and float(answer).is_integer()
+    return equal(int(answer) if whole else answer, expected, what="the multiply-adds per image"), expected
+
+
+@exercise("ex-lowrank-energy")
+def _lowrank_energy(answer):
+    from .folding import fold_batchnorm
+    from .lowrank import rank_for_energy
+    from .zoo import load_model
+
+    kernel = fold_batchnorm(load_model("v1_standard")).get_layer("block13_pw").get_weights()[0]
+    expected = rank_for_energy(kernel, 0.9)
+    return equal(answer, expected, what="the rank"), expected
+
+
+# --- Part IV: distillation (book/distillation.md) ---
+
+@exercise("ex-distill-hand")
+def _distill_hand(answer):
+    from .distill import distillation_loss
+
+    expected = distillation_loss([0], [[1.0, 0.0, -1.0]], [[2.0, 1.0, -3.0]], temperature=2.0, alpha=0.3)
+    return close(answer, expected, rtol=1e-6, what="the loss"), expected
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning to round (book/adaround.md)
+# ---------------------------------------------------------------------------------------------
+
+@exercise("ex-adaround-h")
+def _adaround_h(answer):
+    from .adaround import rectified_sigmoid
+
+    expected = rectified_sigmoid(np.array([-3.0, -0.5, 0.0, 0.5, 3.0]))
+    if answer is None:
+        return Feedback(False, "no answer"), expected
+    return close(answer, expected, rtol=1e-6, atol=1e-9, what="h(V)"), expected
+
+
+@exercise("ex-adaround-pair")
+def _adaround_pair(answer):
+    import itertools
+
+    rng = np.random.default_rng(0)
+    z, noise = rng.normal(size=(512, 1)), rng.normal(size=(512, 1))
+    x = np.hstack([z, z + 0.1 * noise])
+    w, s = np.array([0.34, 0.34]), 1 / 7
+    cands = [np.floor(w / s) + np.array(c) for c in itertools.product((0, 1), repeat=2)]
+    errors = [float(np.mean((x @ (q * s - w)) ** 2)) for q in cands]
+    expected = [int(v) for v in cands[int(np.argmin(errors))]]
+    if answer is None:
+        return Feedback(False, "no answer"), expected
+    parts = _parts(answer, 2, "the integer pair")
+    if isinstance(parts, Feedback):
+        return parts, expected
+    got = [_integer(v, "each integer of the pair") for v in parts]
+    bad = next((g for g in got if isinstance(g, Feedback)), None)
+    if bad is not None:
+        return bad, expected
+    if got == [2, 2]:
+        return Feedback(False, "[2, 2] is nearest rounding; its two errors point the same way and add up"), expected
+    return equal(got, expected, what="the best integer pair"), expected
+
+
+@exercise("ex-adaround-mean")
+def _adaround_mean(answer):
+    import keras
+
+    from .adaround import calibration_subset
+    from .data import fashion_mnist_splits
+    from .zoo import load_model
+
+    model = load_model("v1_friendly")
+    calib = calibration_subset(fashion_mnist_splits()["x_val"], 1024, seed=0)
+    x = keras.Model(model.input, model.get_layer("pool").output).predict(calib, verbose=0).astype(np.float64)
+    w = model.get_layer("logits").get_weights()[0].astype(np.float64)
+    scale = np.abs(w).max(axis=0) / 3
+    dw = np.clip(np.round(w / scale), -3, 3) * scale - w
+    expected = float(np.mean((x @ dw - x.mean(axis=0) @ dw) ** 2))
+    if answer is None:
+        return Feedback(False, "no answer"), expected
+    return close(answer, expected, rtol=1e-3, what="the output error left after bias correction"), expected

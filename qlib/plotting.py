@@ -1013,3 +1013,464 @@ def tools_figure(records: list, models: list, metric: str = "accuracy", title: s
                       margin=dict(l=330, t=100), legend=dict(orientation="h", y=-0.18))
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+
+# --- Part IV ---
+
+def pq_tradeoff_figure(records: list, models: list, float_acc: dict, x_key: str = "layer_compression_vs_float32",
+                       title: str = "") -> go.Figure:
+    """Product quantization: top-1 accuracy against compression, one line per sub-vector length and method.
+
+    ``records`` come from ``scripts/pq_sweep.py`` (``model``, ``method``, ``subvector_length``,
+    ``codebook_size``, ``accuracy``, ``ci_low``, ``ci_high`` and ``x_key``); a dropdown picks
+    the model. Solid: codebooks refined on the layers' responses (Q-CNN); dashed: k-means on
+    the weights. Hover shows the codebook size.
+
+    Examples
+    --------
+    >>> recs = [dict(model="m", method=me, subvector_length=4, codebook_size=k, accuracy=a, ci_low=a - .01,
+    ...              ci_high=a + .01, layer_compression_vs_float32=32 / k)
+    ...         for me, a0 in [("response", .9), ("kmeans", .5)] for k, a in [(8, a0 - .1), (32, a0)]]
+    >>> fig = pq_tradeoff_figure(recs, ["m"], {"m": 0.93})
+    >>> len(fig.data), fig.data[1].line.dash
+    (3, 'dash')
+    """
+    fig = go.Figure()
+    groups = []
+    for model in models:
+        start = len(fig.data)
+        rs = [r for r in records if r["model"] == model]
+        for i, d in enumerate(sorted({r["subvector_length"] for r in rs})):
+            for method, dash in (("response", "solid"), ("kmeans", "dash")):
+                sel = sorted((r for r in rs if r["subvector_length"] == d and r["method"] == method),
+                             key=lambda r: r[x_key])
+                if not sel:
+                    continue
+                label = "response (Q-CNN)" if method == "response" else "k-means on weights"
+                fig.add_trace(go.Scatter(
+                    x=[r[x_key] for r in sel], y=[r["accuracy"] for r in sel], mode="lines+markers",
+                    name=f"d = {d}, {label}", line=dict(color=COLORS[i % len(COLORS)], dash=dash),
+                    customdata=[[r["codebook_size"], r["subvector_length"]] for r in sel],
+                    error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["accuracy"] for r in sel],
+                                 arrayminus=[r["accuracy"] - r["ci_low"] for r in sel], thickness=1),
+                    hovertemplate="K = %{customdata[0]} codewords, d = %{customdata[1]}<br>%{x:.1f}x smaller"
+                                  "<br>top-1 %{y:.2%}<extra></extra>"))
+        xs = [r[x_key] for r in rs] or [1, 10]
+        fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[float_acc[model]] * 2, mode="lines", name="float",
+                                 line=dict(color="gray", dash="dot")))
+        groups.append((model, list(range(start, len(fig.data)))))
+    if len(models) > 1:
+        add_steps(fig, groups, "dropdown", titles=[f"{title}{m}" for m in models], x=1.0, xanchor="right", y=1.2,
+                  yanchor="top")
+    fig.update_layout(title=f"{title}{models[0]}", xaxis_title="compressed layers: times smaller than float32",
+                      yaxis_title="top-1 accuracy", yaxis_range=[0, 1], height=480,
+                      legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(type="log")
+    return fig
+
+
+def pq_layers_figure(records: list, model: str, subvector_length: int, order=None, title: str = "") -> go.Figure:
+    """Per-layer relative response error, k-means vs response-refined codebooks; a slider picks the codebook size.
+
+    Each step shows, for every compressed layer of ``model`` (in network order), the relative
+    error of its response on the calibration images, with inputs from the network compressed
+    so far (errors of earlier layers accumulate). ``order`` lists the layers in network order
+    (e.g. :func:`qlib.pq.pq_layers`); by default the records' order. The title gives both
+    networks' accuracy.
+
+    Examples
+    --------
+    >>> recs = [dict(model="m", method=me, subvector_length=4, codebook_size=k, accuracy=.5,
+    ...              response_errors={"a": .1 * k, "b": .2}) for me in ("kmeans", "response") for k in (8, 16)]
+    >>> fig = pq_layers_figure(recs, "m", 4)
+    >>> len(fig.data), len(fig.layout.sliders[0].steps)
+    (4, 2)
+    """
+    rs = [r for r in records if r["model"] == model and r["subvector_length"] == subvector_length]
+    ks = sorted({r["codebook_size"] for r in rs})
+    fig = go.Figure()
+    steps, titles = [], []
+    for k in ks:
+        start = len(fig.data)
+        accs = {}
+        for method, color, label in (("kmeans", COLORS[1], "k-means on weights"),
+                                     ("response", COLORS[0], "refined on responses (Q-CNN)")):
+            r = next((r for r in rs if r["codebook_size"] == k and r["method"] == method), None)
+            if r is None:
+                continue
+            names = [n for n in order if n in r["response_errors"]] if order else list(r["response_errors"])
+            fig.add_trace(go.Bar(x=names, y=[r["response_errors"][n] for n in names], name=label, marker_color=color,
+                                 hovertemplate="%{x}: %{y:.1%} relative error<extra></extra>"))
+            accs[method] = r["accuracy"]
+        steps.append((k, list(range(start, len(fig.data)))))
+        titles.append(f"{title}K = {k}: top-1 " + ", ".join(
+            f"{'k-means' if m == 'kmeans' else 'refined'} {a:.1%}" for m, a in accs.items()))
+    add_steps(fig, steps, "slider", "codebook size K = ", titles, active=min(2, len(ks) - 1), pad=dict(t=90))
+    fig.update_layout(barmode="group", yaxis_title="relative response error", height=520,
+                      yaxis_range=[0, 1.05], legend=dict(orientation="h", y=1.08), margin=dict(b=170))
+    fig.update_xaxes(tickangle=-45)
+    return fig
+
+
+def pq_speed_figure(records: list) -> go.Figure:
+    """Look-up path against the dense layer, per layer: operations saved and measured time; dropdown per (d, K).
+
+    Bars above 1 mean the look-up path wins: dense/look-up operation count, and dense/look-up
+    measured time (numpy, one thread). ``records`` come from ``benchmarks/pq_speed.py``.
+
+    Examples
+    --------
+    >>> recs = [dict(d=4, k=16, name="a", rows=8, op_ratio=2.0, time_ratio=4.0),
+    ...         dict(d=4, k=16, name="alexnet_fc6_shape", rows=1, op_ratio=3.0, time_ratio=0.5)]
+    >>> fig = pq_speed_figure(recs)
+    >>> [t.name for t in fig.data], list(fig.data[1].y)
+    (['operations: dense / look-up', 'measured time: dense / look-up'], [0.25, 2.0])
+    """
+    configs = sorted({(r["d"], r["k"]) for r in records})
+    fig = go.Figure()
+    groups = []
+    for d, k in configs:
+        start = len(fig.data)
+        rs = [r for r in records if r["d"] == d and r["k"] == k]
+        labels = [r["name"] if r["name"] != "alexnet_fc6_shape" else f"AlexNet fc6 shape, {r['rows']} vector(s)"
+                  for r in rs]
+        fig.add_trace(go.Bar(x=labels, y=[r["op_ratio"] for r in rs], name="operations: dense / look-up",
+                             marker_color=COLORS[0]))
+        fig.add_trace(go.Bar(x=labels, y=[1 / r["time_ratio"] for r in rs], name="measured time: dense / look-up",
+                             marker_color=COLORS[1]))
+        groups.append((f"d = {d}, K = {k}", [start, start + 1]))
+    if len(configs) > 1:
+        add_steps(fig, groups, "dropdown", titles=[f"look-up path vs dense, {g[0]}" for g in groups],
+                  x=1.0, xanchor="right", y=1.22, yanchor="top")
+    fig.add_hline(y=1.0, line_dash="dash", line_color="gray")
+    ticks = [0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30]
+    fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    fig.update_layout(barmode="group", yaxis_type="log", yaxis_title="ratio (> 1: look-up path better)",
+                      height=500, legend=dict(orientation="h", y=1.1), margin=dict(b=160),
+                      title=f"look-up path vs dense, d = {configs[0][0]}, K = {configs[0][1]}")
+    fig.update_xaxes(tickangle=-45)
+    return fig
+
+
+def energy_figure(energies: dict, saving: dict) -> go.Figure:
+    """Cumulative singular-value energy of each 1x1 conv against its rank, as a fraction of full rank.
+
+    ``energies`` maps layer names to :func:`qlib.lowrank.energy` arrays; ``saving`` to the
+    largest rank that still saves multiply-adds (marked on each curve).
+
+    Examples
+    --------
+    >>> fig = energy_figure({"a": np.array([0.5, 0.8, 1.0])}, {"a": 1})
+    >>> len(fig.data)
+    2
+    """
+    fig = go.Figure()
+    names = list(energies)
+    for i, name in enumerate(names):
+        e = np.asarray(energies[name])
+        frac = np.arange(1, e.size + 1) / e.size
+        color = f"hsl({int(240 * i / max(1, len(names) - 1))}, 70%, 45%)"
+        fig.add_trace(go.Scatter(x=frac, y=e, mode="lines", name=name, line=dict(color=color),
+                                 customdata=np.arange(1, e.size + 1),
+                                 hovertemplate=name + ": rank %{customdata} keeps %{y:.1%}<extra></extra>"))
+        s = saving[name]
+        fig.add_trace(go.Scatter(x=[s / e.size], y=[e[s - 1]], mode="markers", showlegend=False,
+                                 marker=dict(color=color, size=9, symbol="diamond"),
+                                 hovertemplate=f"{name}: rank {s}, the largest that saves MACs<extra></extra>"))
+    fig.update_layout(xaxis_title="rank / full rank", yaxis_title="energy kept (sum of squared singular values)",
+                      height=480, yaxis_range=[0, 1.02], legend=dict(font=dict(size=10)),
+                      title="singular-value energy of each pointwise layer (diamonds: break-even rank)")
+    return fig
+
+
+def lowrank_ranks_figure(records: list, layers: list, full: dict, saving: dict) -> go.Figure:
+    """Slider over the energy kept: each layer's chosen rank against its full and break-even rank.
+
+    ``records`` come from ``scripts/lowrank_sweep.py`` (``energy``, ``ranks``, ``macs`` and the
+    accuracies); ``layers`` in network order; ``full`` and ``saving`` per layer. The title
+    gives the network's multiply-adds and accuracy before and after the fine-tune.
+
+    Examples
+    --------
+    >>> recs = [dict(energy=e, ranks={"a": r}, macs=100, accuracy=.9, before_finetune={"accuracy": .5})
+    ...         for e, r in [(0.5, 2), (0.9, 5)]]
+    >>> fig = lowrank_ranks_figure(recs, ["a", "b"], {"a": 8, "b": 8}, {"a": 4, "b": 4})
+    >>> len(fig.layout.sliders[0].steps), len(fig.data)
+    (2, 4)
+    """
+    rs = sorted((r for r in records if r.get("energy") is not None), key=lambda r: r["energy"])
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=layers, y=[full[n] for n in layers], name="full rank min(I, O)", marker_color="#dddddd"))
+    fig.add_trace(go.Scatter(x=layers, y=[saving[n] for n in layers], mode="markers", name="break-even rank",
+                             marker=dict(symbol="line-ew-open", size=22, color="black", line=dict(width=2))))
+    steps, titles = [], []
+    for r in rs:
+        ranks = [r["ranks"].get(n, 0) for n in layers]
+        fig.add_trace(go.Bar(x=layers, y=ranks, name="chosen rank (0: layer kept whole)", marker_color=COLORS[0],
+                             hovertemplate="%{x}: rank %{y}<extra></extra>"))
+        steps.append((f"{r['energy']:g}", [len(fig.data) - 1]))
+        titles.append(f"energy {r['energy']:g}: {len(r['ranks'])} layers split, {r['macs'] / 1e6:.2f}M MACs; "
+                      f"top-1 {r['before_finetune']['accuracy']:.1%} -> {r['accuracy']:.1%} after fine-tuning")
+    add_steps(fig, steps, "slider", "energy kept: ", titles, active=len(steps) - 1, pad=dict(t=90))
+    fig.update_layout(barmode="overlay", yaxis_title="rank", height=520, margin=dict(b=170),
+                      legend=dict(orientation="h", y=1.1))
+    fig.update_xaxes(tickangle=-45)
+    return fig
+
+
+def lowrank_accuracy_figure(records: list, zoo: dict) -> go.Figure:
+    """Top-1 against multiply-adds for the factorized networks: before and after fine-tuning, and int8.
+
+    Examples
+    --------
+    >>> recs = [dict(config="e0.5", energy=0.5, macs=50, accuracy=.9, ci_low=.89, ci_high=.91,
+    ...              before_finetune={"accuracy": .5}, int8={"accuracy": .89})]
+    >>> len(lowrank_accuracy_figure(recs, dict(macs=100, accuracy=.93)).data)
+    4
+    """
+    rs = sorted((r for r in records if r.get("energy") is not None), key=lambda r: r["macs"])
+    x = [r["macs"] / 1e6 for r in rs]
+    text = [f"energy {r['energy']:g}" for r in rs]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=[r["before_finetune"]["accuracy"] for r in rs], name="factorized, no fine-tune",
+                             mode="lines+markers", line=dict(color=COLORS[1], dash="dot"), text=text))
+    fig.add_trace(go.Scatter(x=x, y=[r["accuracy"] for r in rs], name="after fine-tuning (float)", mode="lines+markers",
+                             line=dict(color=COLORS[0]), text=text,
+                             error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["accuracy"] for r in rs],
+                                          arrayminus=[r["accuracy"] - r["ci_low"] for r in rs], thickness=1)))
+    if all("int8" in r for r in rs):
+        fig.add_trace(go.Scatter(x=x, y=[r["int8"]["accuracy"] for r in rs], name="after fine-tuning, int8 TFLite",
+                                 mode="lines+markers", line=dict(color=COLORS[2]), text=text))
+    fig.add_trace(go.Scatter(x=[zoo["macs"] / 1e6], y=[zoo["accuracy"]], name="original (float)", mode="markers",
+                             marker=dict(color="black", size=10, symbol="star")))
+    fig.update_traces(hovertemplate="%{text}<br>%{x:.2f}M MACs, top-1 %{y:.2%}<extra></extra>", selector=dict(mode="lines+markers"))
+    fig.update_layout(xaxis_title="multiply-adds per image (millions)", yaxis_title="top-1 accuracy", height=460,
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def temperature_figure(probabilities: dict, class_names, image_labels) -> go.Figure:
+    """Slider over temperature: the teacher's softened class probabilities for a few images.
+
+    ``probabilities`` maps a temperature to an ``(images, classes)`` array; ``image_labels``
+    names each image (e.g. its true class).
+
+    Examples
+    --------
+    >>> p = {1.0: np.array([[0.9, 0.1]]), 4.0: np.array([[0.6, 0.4]])}
+    >>> fig = temperature_figure(p, ["a", "b"], ["image 1 (a)"])
+    >>> len(fig.data), len(fig.layout.sliders[0].steps)
+    (2, 2)
+    """
+    temps = list(probabilities)
+    n = np.asarray(probabilities[temps[0]]).shape[0]
+    fig = make_subplots(rows=1, cols=n, subplot_titles=list(image_labels), shared_yaxes=True)
+    steps = []
+    for t in temps:
+        p = np.asarray(probabilities[t])
+        start = len(fig.data)
+        for i in range(n):
+            fig.add_trace(go.Bar(x=list(class_names), y=p[i], marker_color=COLORS[0], showlegend=False,
+                                 hovertemplate="%{x}: %{y:.3f}<extra></extra>"), 1, i + 1)
+        steps.append((f"{t:g}", list(range(start, len(fig.data)))))
+    add_steps(fig, steps, "slider", "temperature T = ", [f"teacher's softmax(z / T), T = {t:g}" for t in temps],
+              pad=dict(t=110))
+    fig.update_yaxes(type="log", range=[-5, 0.05], title_text="probability (log)", col=1)
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=9))
+    fig.update_layout(height=470, margin=dict(b=180))
+    return fig
+
+
+def distill_sweep_figure(records: list, baseline: dict, teacher: dict) -> go.Figure:
+    """Slider over temperature: student accuracy (float and int8) for each label weight alpha.
+
+    ``records`` are the distilled runs (``temperature``, ``alpha``, ``accuracy``, ``ci_low``,
+    ``ci_high``, ``int8``); ``baseline`` the same student trained on labels only and
+    ``teacher`` the teacher, drawn as lines.
+
+    Examples
+    --------
+    >>> recs = [dict(temperature=t, alpha=a, accuracy=.9, ci_low=.89, ci_high=.91, int8={"accuracy": .89})
+    ...         for t in (1.0, 4.0) for a in (0.1, 0.5)]
+    >>> fig = distill_sweep_figure(recs, dict(accuracy=.88, int8={"accuracy": .87}), dict(accuracy=.94))
+    >>> len(fig.layout.sliders[0].steps), len(fig.data)
+    (2, 7)
+    """
+    temps = sorted({r["temperature"] for r in records})
+    alphas = sorted({r["alpha"] for r in records})
+    labels = [f"alpha = {a:g}" for a in alphas]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[labels[0], labels[-1]], y=[baseline["accuracy"]] * 2, mode="lines",
+                             name="labels only (float)", line=dict(color="gray", dash="dash")))
+    fig.add_trace(go.Scatter(x=[labels[0], labels[-1]], y=[baseline["int8"]["accuracy"]] * 2, mode="lines",
+                             name="labels only (int8)", line=dict(color="gray", dash="dot")))
+    fig.add_trace(go.Scatter(x=[labels[0], labels[-1]], y=[teacher["accuracy"]] * 2, mode="lines",
+                             name="teacher (float)", line=dict(color="black")))
+    steps = []
+    for t in temps:
+        rs = {r["alpha"]: r for r in records if r["temperature"] == t}
+        acc = [rs[a]["accuracy"] if a in rs else None for a in alphas]
+        fig.add_trace(go.Bar(x=labels, y=acc, name="distilled (float)", marker_color=COLORS[0],
+                             error_y=dict(type="data", symmetric=False,
+                                          array=[rs[a]["ci_high"] - rs[a]["accuracy"] if a in rs else 0 for a in alphas],
+                                          arrayminus=[rs[a]["accuracy"] - rs[a]["ci_low"] if a in rs else 0
+                                                      for a in alphas])))
+        fig.add_trace(go.Bar(x=labels, y=[rs[a]["int8"]["accuracy"] if a in rs and "int8" in rs[a] else None
+                                          for a in alphas], name="distilled (int8)", marker_color=COLORS[2]))
+        steps.append((f"{t:g}", [len(fig.data) - 2, len(fig.data) - 1]))
+    lo = min([baseline["int8"]["accuracy"], baseline["accuracy"]] +
+             [r["accuracy"] for r in records] + [r["int8"]["accuracy"] for r in records if "int8" in r])
+    add_steps(fig, steps, "slider", "temperature T = ", [f"distilled students, T = {t:g}" for t in temps],
+              active=min(2, len(temps) - 1), pad=dict(t=50))
+    fig.update_layout(barmode="group", yaxis_title="top-1 accuracy", height=480, margin=dict(b=150),
+                      yaxis_range=[max(0.0, lo - 0.02), min(1.0, teacher["accuracy"] + 0.01)],
+                      legend=dict(orientation="h", y=-0.5))
+    return fig
+
+
+
+# --- Learning to round ---
+
+__all__ += ["rounding_choices_figure", "soft_rounding_figure", "layer_errors_figure", "iterations_figure"]
+
+def rounding_choices_figure(errors, nearest_error: float, best_error: float, title: str = "") -> go.Figure:
+    """Histogram of a layer's output error over every up/down choice of a few weights, nearest and best marked.
+
+    Examples
+    --------
+    >>> fig = rounding_choices_figure(np.random.default_rng(0).uniform(1, 2, 64), 1.5, 1.0)
+    >>> fig.data[0].type, len(fig.layout.shapes)
+    ('histogram', 2)
+    """
+    errors = np.asarray(errors, np.float64)
+    worse = float(np.mean(errors > nearest_error + 1e-15))
+    fig = go.Figure(go.Histogram(x=errors, nbinsx=60, marker_color="#9fb7d3", name="every rounding",
+                                 hovertemplate="output error %{x}<br>%{y} roundings<extra></extra>"))
+    fig.add_vline(x=float(nearest_error), line_color=COLORS[1], line_width=3)
+    fig.add_vline(x=float(best_error), line_color=COLORS[2], line_width=3)
+    fig.add_annotation(x=float(nearest_error), y=1.0, yref="paper", text="nearest", showarrow=False,
+                       xanchor="left", font=dict(color=COLORS[1]))
+    fig.add_annotation(x=float(best_error), y=0.92, yref="paper", text="best", showarrow=False,
+                       xanchor="right", font=dict(color=COLORS[2]))
+    fig.update_layout(title=title or f"{errors.size} roundings: nearest beats {worse:.0%} of them, not all",
+                      xaxis_title="output error (mean squared)", yaxis_title="number of roundings", height=380,
+                      showlegend=False)
+    return fig
+
+
+def soft_rounding_figure(rest, snapshots: dict, final_up, max_points: int = 1500, seed: int = 0) -> go.Figure:
+    """Slider over AdaRound's iterations: each weight's soft rounding ``h(V)`` against where it started.
+
+    Left: ``h(V)`` against the fractional part ``w/s - floor(w/s)`` (nearest rounding rounds up
+    right of 1/2): at iteration 0 the points lie on the diagonal; by the end they sit at 0 (down)
+    or 1 (up). Red: weights whose final rounding differs from nearest. Right: the histogram of ``h``.
+
+    Examples
+    --------
+    >>> rest = np.linspace(0.01, 0.99, 20)
+    >>> snaps = {0: rest, 10: np.round(rest)}
+    >>> fig = soft_rounding_figure(rest, snaps, rest > 0.5)
+    >>> len(fig.data), len(fig.layout.sliders[0].steps)
+    (6, 2)
+    """
+    rest = np.ravel(np.asarray(rest, np.float64))
+    final_up = np.ravel(np.asarray(final_up, bool))
+    idx = np.arange(rest.size)
+    if rest.size > max_points:
+        idx = np.sort(np.random.default_rng(seed).choice(rest.size, max_points, replace=False))
+    flipped = final_up[idx] != (rest[idx] >= 0.5)
+    colors = np.where(flipped, COLORS[1], "#7f9fbf")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4],
+                        subplot_titles=("h(V) against the fractional part of w/s", "histogram of h(V)"))
+    its = sorted(snapshots)
+    for it in its:
+        h = np.ravel(np.asarray(snapshots[it], np.float64))
+        fig.add_trace(go.Scattergl(x=rest[idx], y=h[idx], mode="markers", marker=dict(size=4, color=colors),
+                                   showlegend=False, hovertemplate="w/s - floor: %{x:.2f}<br>h: %{y:.2f}<extra></extra>"),
+                      1, 1)
+        fig.add_trace(go.Histogram(x=h, xbins=dict(start=0, end=1.0001, size=0.05), marker_color=COLORS[0],
+                                   showlegend=False), 1, 2)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="gray", dash="dot"),
+                             hoverinfo="skip", showlegend=False), 1, 1)
+    fig.add_trace(go.Scatter(x=[0.5, 0.5], y=[0, 1], mode="lines", line=dict(color="gray", dash="dash"),
+                             hoverinfo="skip", showlegend=False), 1, 1)
+    titles = [f"iteration {it}: {np.mean((np.asarray(snapshots[it]) > 0) & (np.asarray(snapshots[it]) < 1)):.0%} "
+              f"of h strictly between 0 and 1" for it in its]
+    add_steps(fig, _groups(len(its), 2, its), "slider", "iteration ", titles, active=0, pad=dict(t=50))
+    fig.update_xaxes(title_text="w/s - floor(w/s)", range=[-0.02, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="h(V)", range=[-0.05, 1.05], row=1, col=1)
+    fig.update_xaxes(title_text="h(V)", range=[0, 1], row=1, col=2)
+    fig.update_yaxes(title_text="weights", type="log", row=1, col=2)
+    fig.update_layout(height=500, margin=dict(b=140))
+    return fig
+
+
+def layer_errors_figure(records: list, configs: dict, title: str = "") -> go.Figure:
+    """Per-layer output error, nearest rounding against AdaRound; a dropdown picks the configuration.
+
+    ``records`` are per-layer dicts with ``name``, ``mse_nearest``, ``mse`` and the fields that
+    ``configs`` (``{label: {field: value}}``) select on.
+
+    Examples
+    --------
+    >>> recs = [dict(model="m", name=f"l{i}", mse_nearest=1.0, mse=0.5) for i in range(3)]
+    >>> fig = layer_errors_figure(recs, {"m": {"model": "m"}})
+    >>> [t.name for t in fig.data]
+    ['nearest', 'AdaRound']
+    """
+    fig = go.Figure()
+    labels = list(configs)
+    for label in labels:
+        rs = [r for r in records if all(r.get(k) == v for k, v in configs[label].items())]
+        names = [r["name"] for r in rs]
+        fig.add_trace(go.Scatter(x=names, y=[r["mse_nearest"] for r in rs], mode="lines+markers", name="nearest",
+                                 line=dict(color=COLORS[1])))
+        fig.add_trace(go.Scatter(x=names, y=[r["mse"] for r in rs], mode="lines+markers", name="AdaRound",
+                                 line=dict(color=COLORS[2]),
+                                 customdata=[[r.get("flipped", 0)] for r in rs],
+                                 hovertemplate="%{x}: %{y:.3g}<br>%{customdata[0]:.0%} of weights flipped"
+                                               "<extra></extra>"))
+    if len(labels) > 1:
+        add_steps(fig, _groups(len(labels), 2, labels), "dropdown", titles=[f"{title}{l}" for l in labels],
+                  x=1.0, xanchor="right", y=1.22, yanchor="top")
+    fig.update_layout(title=f"{title}{labels[0]}", yaxis_type="log", yaxis_title="output error (mean squared)",
+                      height=440, legend=dict(orientation="h", y=-0.35), margin=dict(b=120))
+    fig.update_xaxes(tickangle=-60)
+    return fig
+
+
+def iterations_figure(records: list, configs: dict, float_acc: dict | None = None) -> go.Figure:
+    """AdaRound's accuracy and its time against the number of iterations per layer, one line per configuration.
+
+    Examples
+    --------
+    >>> recs = [dict(model="m", iterations=i, accuracy=a, ci_low=a - .01, ci_high=a + .01, seconds=i / 10)
+    ...         for i, a in [(0, .5), (100, .8), (500, .9)]]
+    >>> fig = iterations_figure(recs, {"m": {"model": "m"}})
+    >>> len(fig.data)
+    2
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("top-1 accuracy", "time for the whole model (s)"))
+    for j, (label, sel) in enumerate(configs.items()):
+        rs = sorted((r for r in records if all(r.get(k) == v for k, v in sel.items())), key=lambda r: r["iterations"])
+        xs = [max(r["iterations"], 10) for r in rs]
+        color = COLORS[j % len(COLORS)]
+        fig.add_trace(go.Scatter(x=xs, y=[r["accuracy"] for r in rs], mode="lines+markers", name=label,
+                                 line=dict(color=color), customdata=[r["iterations"] for r in rs],
+                                 hovertemplate="%{customdata} iterations: %{y:.1%}<extra></extra>",
+                                 error_y=dict(type="data", symmetric=False,
+                                              array=[r["ci_high"] - r["accuracy"] for r in rs],
+                                              arrayminus=[r["accuracy"] - r["ci_low"] for r in rs])), 1, 1)
+        fig.add_trace(go.Scatter(x=xs, y=[r["seconds"] for r in rs], mode="lines+markers", name=label,
+                                 line=dict(color=color), showlegend=False, customdata=[r["iterations"] for r in rs],
+                                 hovertemplate="%{customdata} iterations: %{y:.0f} s<extra></extra>"), 1, 2)
+        if float_acc and label in float_acc:
+            fig.add_trace(go.Scatter(x=[10, max(xs)], y=[float_acc[label]] * 2, mode="lines", showlegend=False,
+                                     line=dict(color=color, dash="dot"), hoverinfo="skip"), 1, 1)
+    ticks = [10, 25, 50, 100, 200, 500, 1000]
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=["0"] + [str(t) for t in ticks[1:]],
+                     title_text="iterations per layer")
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_layout(height=420, legend=dict(orientation="h", y=-0.3))
+    return fig

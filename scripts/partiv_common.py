@@ -1,0 +1,135 @@
+"""Shared by the Part IV scripts (pq_sweep, lowrank_sweep, distill_sweep): provenance and the training recipe.
+
+The recipe is the zoo's (``train_zoo.py``): SGD with Nesterov momentum, cosine learning rate with a
+warm-up, label smoothing 0.1, random shifts and flips; fixed seeds. The shifts and flips of each
+batch depend only on (seed, epoch, batch), so a frozen teacher's logits can be computed once. Backend-agnostic Keras 3: runs on
+the CPU with TensorFlow or on a GPU with ``KERAS_BACKEND=jax``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import keras  # noqa: E402
+
+from train_zoo import Augmented  # noqa: E402
+
+LABEL_SMOOTHING = 0.1
+
+
+def machine() -> str:
+    """What ran it: ``QBOOK_MACHINE`` if set (e.g. "NVIDIA H100 (Keras 3 + JAX)"), else the host's CPU count."""
+    return os.environ.get("QBOOK_MACHINE") or f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def provenance(argv, seconds: float) -> dict:
+    """The fields every shipped result carries."""
+    script = Path(sys.argv[0]).name
+    return {"command": " ".join(["python", f"scripts/{script}"] + list(argv)), "keras_backend": keras.backend.backend(),
+            "keras_version": keras.__version__, "machine": machine(), "seconds": round(seconds, 1)}
+
+
+def write_results(path: Path, meta: dict, records: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "records": records}, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {path}: {len(records)} records", flush=True)
+
+
+class Batches(Augmented):
+    """The zoo's augmented batches (shifts and flips), each a function of (seed, epoch, batch index) only.
+
+    ``train_zoo.Augmented`` draws every batch's shifts from one generator per epoch, in the order
+    the batches are asked for; here batch ``i`` of epoch ``e`` has its own generator, so the same
+    images come out whatever the order, and a frozen teacher's logits on them can be computed
+    once for every run (:class:`WithTeacher`). ``epoch`` counts from 1.
+    """
+
+    def __getitem__(self, i):
+        self.rng = np.random.default_rng([self.seed, self.epoch, i])
+        return super().__getitem__(i)
+
+
+class WithTeacher(keras.utils.PyDataset):
+    """``Batches`` with the teacher's precomputed logits after the one-hot labels: ``(x, [y, logits])``.
+
+    ``logits[e - 1, i]`` holds the teacher's logits on batch ``i`` of epoch ``e`` (see
+    :func:`teacher_logits`); train with ``DistillationLoss(..., teacher_in="y_true")``.
+    """
+
+    def __init__(self, batches: Batches, logits: np.ndarray, **kwargs):
+        super().__init__(**kwargs)
+        self.batches, self.logits = batches, logits
+
+    def __len__(self):
+        return len(self.batches)
+
+    def on_epoch_end(self):
+        self.batches.on_epoch_end()
+
+    def __getitem__(self, i):
+        e = self.batches.epoch - 1
+        if e >= self.logits.shape[0]:
+            raise ValueError(f"teacher logits were computed for {self.logits.shape[0]} epochs; epoch {e + 1} asked for")
+        x, y = self.batches[i]
+        t = self.logits[e, i * self.batches.batch_size:i * self.batches.batch_size + x.shape[0]]
+        return x, np.concatenate([np.asarray(y, np.float32), t], axis=1)
+
+
+def teacher_logits(teacher, x, y, epochs: int, batch_size: int = 128, seed: int = 0) -> np.ndarray:
+    """The frozen teacher's logits on every batch :class:`Batches` gives, epoch by epoch: ``(epochs, N, C)``."""
+    data = Batches(x, y, batch_size, seed)
+    out = np.empty((epochs, x.shape[0], teacher.output.shape[-1]), np.float32)
+    for e in range(epochs):
+        for i in range(len(data)):
+            xb, _ = data[i]
+            out[e, i * batch_size:i * batch_size + xb.shape[0]] = np.asarray(teacher(xb, training=False))
+        data.on_epoch_end()
+        print(f"teacher logits: epoch {e + 1} of {epochs}", flush=True)
+    return out
+
+
+class _Clock(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.wall, self.cpu = time.time(), time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        print(f"epoch {epoch + 1}: {time.time() - self.wall:.0f} s wall, {time.process_time() - self.cpu:.0f} s CPU "
+              f"(all threads), loss {logs.get('loss', float('nan')):.4f}", flush=True)
+
+
+def train(model, loss, splits, epochs: int, lr: float, batch_size: int = 128, seed: int = 0,
+          warmup: bool = True, verbose: int = 0, data=None) -> dict:
+    """Train ``model`` (compiled here) with the zoo's recipe on ``data`` (default: :class:`Batches`).
+
+    Returns ``{"seconds": wall, "cpu_seconds": process CPU time, all threads}``.
+    """
+    keras.utils.set_random_seed(seed)
+    steps_per_epoch = int(np.ceil(splits["x_train"].shape[0] / batch_size))
+    steps = steps_per_epoch * epochs
+    warm = min(steps_per_epoch, steps // 4) if warmup else 0
+    schedule = keras.optimizers.schedules.CosineDecay(0.0 if warm else lr, steps - warm,
+                                                      warmup_target=lr if warm else None, warmup_steps=warm)
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True), loss=loss)
+    if data is None:
+        data = Batches(splits["x_train"], splits["y_train"], batch_size, seed)  # the zoo's shifts and flips
+    start, cpu = time.time(), time.process_time()
+    model.fit(data, epochs=epochs, verbose=verbose, callbacks=[_Clock()])
+    return {"seconds": time.time() - start, "cpu_seconds": time.process_time() - cpu}
+
+
+def accuracy(model, x, y, batch_size: int = 1000) -> dict:
+    from qlib.evaluate import evaluate
+
+    e = evaluate(model, x, y, batch_size=batch_size)
+    return {"accuracy": e.accuracy, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
