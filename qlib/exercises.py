@@ -166,3 +166,57 @@ def labels() -> list[str]:
     True
     """
     return sorted(_CHECKERS)
+
+
+# --- Learning to round (book/adaround.md) ---
+
+@exercise("ex-adaround-h")
+def _adaround_h(answer):
+    from .adaround import rectified_sigmoid
+
+    expected = rectified_sigmoid(np.array([-3.0, -0.5, 0.0, 0.5, 3.0]))
+    if answer is None:
+        return Feedback(False, "no answer"), expected
+    return close(answer, expected, rtol=1e-6, atol=1e-9, what="h(V)"), expected
+
+
+@exercise("ex-adaround-pair")
+def _adaround_pair(answer):
+    import itertools
+
+    rng = np.random.default_rng(0)
+    z, noise = rng.normal(size=(512, 1)), rng.normal(size=(512, 1))
+    x = np.hstack([z, z + 0.1 * noise])
+    w, s = np.array([0.34, 0.34]), 1 / 7
+    cands = [np.floor(w / s) + np.array(c) for c in itertools.product((0, 1), repeat=2)]
+    errors = [float(np.mean((x @ (q * s - w)) ** 2)) for q in cands]
+    expected = [int(v) for v in cands[int(np.argmin(errors))]]
+    if answer is None:
+        return Feedback(False, "no answer"), expected
+    try:
+        got = [int(v) for v in np.asarray(answer).ravel()]
+    except (TypeError, ValueError):
+        return Feedback(False, f"give the two integers as a list, got {answer!r}"), expected
+    if got == [2, 2]:
+        return Feedback(False, "[2, 2] is nearest rounding; its two errors point the same way and add up"), expected
+    return equal(got, expected, what="the best integer pair"), expected
+
+
+@exercise("ex-adaround-mean")
+def _adaround_mean(answer):
+    import keras
+
+    from .adaround import calibration_subset
+    from .data import fashion_mnist_splits
+    from .zoo import load_model
+
+    model = load_model("v1_friendly")
+    calib = calibration_subset(fashion_mnist_splits()["x_val"], 1024, seed=0)
+    x = keras.Model(model.input, model.get_layer("pool").output).predict(calib, verbose=0).astype(np.float64)
+    w = model.get_layer("logits").get_weights()[0].astype(np.float64)
+    scale = np.abs(w).max(axis=0) / 3
+    dw = np.clip(np.round(w / scale), -3, 3) * scale - w
+    expected = float(np.mean((x @ dw - x.mean(axis=0) @ dw) ** 2))
+    if answer is None:
+        return Feedback(False, "no answer"), expected
+    return close(answer, expected, rtol=1e-3, what="the output error left after bias correction"), expected

@@ -430,3 +430,147 @@ def accuracy_vs_bits_figure(records: list, models: list, x_key: str = "weight_bi
                       yaxis_range=[0, 1], height=460, legend=dict(orientation="h", y=-0.25))
     fig.update_xaxes(type="log", tickvals=[2, 3, 4, 5, 6, 7, 8, 10, 12, 16], ticktext=[2, 3, 4, 5, 6, 7, 8, 10, 12, 16])
     return fig
+
+
+# --- Learning to round ---
+
+def rounding_choices_figure(errors, nearest_error: float, best_error: float, title: str = "") -> go.Figure:
+    """Histogram of a layer's output error over every up/down choice of a few weights, nearest and best marked.
+
+    Examples
+    --------
+    >>> fig = rounding_choices_figure(np.random.default_rng(0).uniform(1, 2, 64), 1.5, 1.0)
+    >>> fig.data[0].type, len(fig.layout.shapes)
+    ('histogram', 2)
+    """
+    errors = np.asarray(errors, np.float64)
+    worse = float(np.mean(errors > nearest_error + 1e-15))
+    fig = go.Figure(go.Histogram(x=errors, nbinsx=60, marker_color="#9fb7d3", name="every rounding",
+                                 hovertemplate="output error %{x}<br>%{y} roundings<extra></extra>"))
+    fig.add_vline(x=float(nearest_error), line_color=COLORS[1], line_width=3)
+    fig.add_vline(x=float(best_error), line_color=COLORS[2], line_width=3)
+    fig.add_annotation(x=float(nearest_error), y=1.0, yref="paper", text="nearest", showarrow=False,
+                       xanchor="left", font=dict(color=COLORS[1]))
+    fig.add_annotation(x=float(best_error), y=0.92, yref="paper", text="best", showarrow=False,
+                       xanchor="right", font=dict(color=COLORS[2]))
+    fig.update_layout(title=title or f"{errors.size} roundings: nearest beats {worse:.0%} of them, not all",
+                      xaxis_title="output error (mean squared)", yaxis_title="number of roundings", height=380,
+                      showlegend=False)
+    return fig
+
+
+def soft_rounding_figure(rest, snapshots: dict, final_up, max_points: int = 1500, seed: int = 0) -> go.Figure:
+    """Slider over AdaRound's iterations: each weight's soft rounding ``h(V)`` against where it started.
+
+    Left: ``h(V)`` against the fractional part ``w/s - floor(w/s)`` (nearest rounding rounds up
+    right of 1/2): at iteration 0 the points lie on the diagonal; by the end they sit at 0 (down)
+    or 1 (up). Red: weights whose final rounding differs from nearest. Right: the histogram of ``h``.
+
+    Examples
+    --------
+    >>> rest = np.linspace(0.01, 0.99, 20)
+    >>> snaps = {0: rest, 10: np.round(rest)}
+    >>> fig = soft_rounding_figure(rest, snaps, rest > 0.5)
+    >>> len(fig.data), len(fig.layout.sliders[0].steps)
+    (6, 2)
+    """
+    rest = np.ravel(np.asarray(rest, np.float64))
+    final_up = np.ravel(np.asarray(final_up, bool))
+    idx = np.arange(rest.size)
+    if rest.size > max_points:
+        idx = np.sort(np.random.default_rng(seed).choice(rest.size, max_points, replace=False))
+    flipped = final_up[idx] != (rest[idx] >= 0.5)
+    colors = np.where(flipped, COLORS[1], "#7f9fbf")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4],
+                        subplot_titles=("h(V) against the fractional part of w/s", "histogram of h(V)"))
+    its = sorted(snapshots)
+    for it in its:
+        h = np.ravel(np.asarray(snapshots[it], np.float64))
+        fig.add_trace(go.Scattergl(x=rest[idx], y=h[idx], mode="markers", marker=dict(size=4, color=colors),
+                                   showlegend=False, hovertemplate="w/s - floor: %{x:.2f}<br>h: %{y:.2f}<extra></extra>"),
+                      1, 1)
+        fig.add_trace(go.Histogram(x=h, xbins=dict(start=0, end=1.0001, size=0.05), marker_color=COLORS[0],
+                                   showlegend=False), 1, 2)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="gray", dash="dot"),
+                             hoverinfo="skip", showlegend=False), 1, 1)
+    fig.add_trace(go.Scatter(x=[0.5, 0.5], y=[0, 1], mode="lines", line=dict(color="gray", dash="dash"),
+                             hoverinfo="skip", showlegend=False), 1, 1)
+    titles = [f"iteration {it}: {np.mean((np.asarray(snapshots[it]) > 0) & (np.asarray(snapshots[it]) < 1)):.0%} "
+              f"of h strictly between 0 and 1" for it in its]
+    add_steps(fig, _groups(len(its), 2, its), "slider", "iteration ", titles, active=0, pad=dict(t=50))
+    fig.update_xaxes(title_text="w/s - floor(w/s)", range=[-0.02, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="h(V)", range=[-0.05, 1.05], row=1, col=1)
+    fig.update_xaxes(title_text="h(V)", range=[0, 1], row=1, col=2)
+    fig.update_yaxes(title_text="weights", type="log", row=1, col=2)
+    fig.update_layout(height=500, margin=dict(b=140))
+    return fig
+
+
+def layer_errors_figure(records: list, configs: dict, title: str = "") -> go.Figure:
+    """Per-layer output error, nearest rounding against AdaRound; a dropdown picks the configuration.
+
+    ``records`` are per-layer dicts with ``name``, ``mse_nearest``, ``mse`` and the fields that
+    ``configs`` (``{label: {field: value}}``) select on.
+
+    Examples
+    --------
+    >>> recs = [dict(model="m", name=f"l{i}", mse_nearest=1.0, mse=0.5) for i in range(3)]
+    >>> fig = layer_errors_figure(recs, {"m": {"model": "m"}})
+    >>> [t.name for t in fig.data]
+    ['nearest', 'AdaRound']
+    """
+    fig = go.Figure()
+    labels = list(configs)
+    for label in labels:
+        rs = [r for r in records if all(r.get(k) == v for k, v in configs[label].items())]
+        names = [r["name"] for r in rs]
+        fig.add_trace(go.Scatter(x=names, y=[r["mse_nearest"] for r in rs], mode="lines+markers", name="nearest",
+                                 line=dict(color=COLORS[1])))
+        fig.add_trace(go.Scatter(x=names, y=[r["mse"] for r in rs], mode="lines+markers", name="AdaRound",
+                                 line=dict(color=COLORS[2]),
+                                 customdata=[[r.get("flipped", 0)] for r in rs],
+                                 hovertemplate="%{x}: %{y:.3g}<br>%{customdata[0]:.0%} of weights flipped"
+                                               "<extra></extra>"))
+    if len(labels) > 1:
+        add_steps(fig, _groups(len(labels), 2, labels), "dropdown", titles=[f"{title}{l}" for l in labels],
+                  x=1.0, xanchor="right", y=1.22, yanchor="top")
+    fig.update_layout(title=f"{title}{labels[0]}", yaxis_type="log", yaxis_title="output error (mean squared)",
+                      height=440, legend=dict(orientation="h", y=-0.35), margin=dict(b=120))
+    fig.update_xaxes(tickangle=-60)
+    return fig
+
+
+def iterations_figure(records: list, configs: dict, float_acc: dict | None = None) -> go.Figure:
+    """AdaRound's accuracy and its time against the number of iterations per layer, one line per configuration.
+
+    Examples
+    --------
+    >>> recs = [dict(model="m", iterations=i, accuracy=a, ci_low=a - .01, ci_high=a + .01, seconds=i / 10)
+    ...         for i, a in [(0, .5), (100, .8), (500, .9)]]
+    >>> fig = iterations_figure(recs, {"m": {"model": "m"}})
+    >>> len(fig.data)
+    2
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("top-1 accuracy", "time for the whole model (s)"))
+    for j, (label, sel) in enumerate(configs.items()):
+        rs = sorted((r for r in records if all(r.get(k) == v for k, v in sel.items())), key=lambda r: r["iterations"])
+        xs = [max(r["iterations"], 10) for r in rs]
+        color = COLORS[j % len(COLORS)]
+        fig.add_trace(go.Scatter(x=xs, y=[r["accuracy"] for r in rs], mode="lines+markers", name=label,
+                                 line=dict(color=color), customdata=[r["iterations"] for r in rs],
+                                 hovertemplate="%{customdata} iterations: %{y:.1%}<extra></extra>",
+                                 error_y=dict(type="data", symmetric=False,
+                                              array=[r["ci_high"] - r["accuracy"] for r in rs],
+                                              arrayminus=[r["accuracy"] - r["ci_low"] for r in rs])), 1, 1)
+        fig.add_trace(go.Scatter(x=xs, y=[r["seconds"] for r in rs], mode="lines+markers", name=label,
+                                 line=dict(color=color), showlegend=False, customdata=[r["iterations"] for r in rs],
+                                 hovertemplate="%{customdata} iterations: %{y:.0f} s<extra></extra>"), 1, 2)
+        if float_acc and label in float_acc:
+            fig.add_trace(go.Scatter(x=[10, max(xs)], y=[float_acc[label]] * 2, mode="lines", showlegend=False,
+                                     line=dict(color=color, dash="dot"), hoverinfo="skip"), 1, 1)
+    ticks = [10, 25, 50, 100, 200, 500, 1000]
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=["0"] + [str(t) for t in ticks[1:]],
+                     title_text="iterations per layer")
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_layout(height=420, legend=dict(orientation="h", y=-0.3))
+    return fig
