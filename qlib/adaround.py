@@ -137,44 +137,52 @@ def _activate(y, activation):
 
 
 class _Form:
-    """The layer as a product of input rows and a kernel: a matrix (``(K, O)``, ``x @ w``) or, for a
-    depthwise layer, one small product per channel (``(K, C, M)``, inputs ``(R, K, C)``)."""
+    """The layer as a product of its input rows and a kernel.
 
-    def __init__(self, kernel_shape, depthwise):
+    A matrix kernel ``(K, O)`` takes rows ``(R, K)``: ``y = x @ w``. A depthwise kernel ``(K, C, M)``
+    is one small product per channel; its rows ``(R, K, C)`` are kept channel-major ``(C, R, K)`` so
+    that every product is one batched matrix product.
+    """
+
+    def __init__(self, x, kernel_shape, depthwise):
         self.depthwise = depthwise
         self.shape = tuple(kernel_shape)
+        self.rows = x.shape[0]
+        self.x = np.ascontiguousarray(np.transpose(x, (2, 0, 1))) if depthwise else x
 
-    def forward(self, x, w):
+    def forward(self, w, idx=slice(None)):
         if not self.depthwise:
-            return x @ w
-        if w.shape[2] == 1:
-            return np.einsum("rkc,kc->rc", x, w[:, :, 0], optimize=True)
-        return np.einsum("rkc,kcm->rcm", x, w, optimize=True).reshape(x.shape[0], -1)
+            return self.x[idx] @ w
+        xb = self.x[:, idx, :]                                              # (C, B, K)
+        y = np.matmul(xb, np.transpose(w, (1, 0, 2)))                       # (C, B, M)
+        return np.transpose(y, (1, 0, 2)).reshape(xb.shape[1], -1)          # (B, C*M), output c*M + m
 
-    def grad(self, x, g):
+    def grad(self, g, idx=slice(None)):
+        """The gradient of ``sum(forward(w) * g)`` with respect to ``w``."""
         if not self.depthwise:
-            return x.T @ g
+            return self.x[idx].T @ g
         c, m = self.shape[1], self.shape[2]
-        if m == 1:
-            return np.einsum("rkc,rc->kc", x, g, optimize=True)[:, :, None]
-        return np.einsum("rkc,rcm->kcm", x, g.reshape(-1, c, m), optimize=True)
+        xb = self.x[:, idx, :]
+        gc = np.transpose(g.reshape(-1, c, m), (1, 0, 2))                   # (C, B, M)
+        return np.transpose(np.matmul(np.transpose(xb, (0, 2, 1)), gc), (1, 0, 2))
 
-    def gram(self, x, t):
-        """``(H, C)`` of the quadratic ``mean_r ||x_r w - t_r||^2 = <w, H w> - 2 <w, C> + const``."""
-        n = x.shape[0]
+    def gram(self, t):
+        """``(H, C)`` of the quadratic ``mean_r ||x_r w - t_r||^2 = <w, H w> - 2 <w, C> + const`` (float64)."""
+        n = self.rows
+        x = self.x.astype(np.float64)
+        t = np.asarray(t, np.float64)
         if not self.depthwise:
             return (x.T @ x) / n, (x.T @ t) / n
         c, m = self.shape[1], self.shape[2]
-        xc = np.ascontiguousarray(np.transpose(x, (2, 0, 1)))           # (C, R, K)
-        h = np.matmul(np.transpose(xc, (0, 2, 1)), xc) / n              # (C, K, K)
-        cross = np.einsum("rkc,rcm->kcm", x, t.reshape(n, c, m), optimize=True) / n
-        return h, cross
+        xt = np.transpose(x, (0, 2, 1))                                     # (C, K, R)
+        cross = np.matmul(xt, np.transpose(t.reshape(n, c, m), (1, 0, 2)))  # (C, K, M)
+        return np.matmul(xt, x) / n, np.transpose(cross, (1, 0, 2)) / n
 
     def gram_grad(self, h, w):
         """``H w`` (the gradient of ``<w, H w>`` is ``2 H w``)."""
         if not self.depthwise:
             return h @ w
-        return np.einsum("ckl,lcm->kcm", h, w, optimize=True)
+        return np.transpose(np.matmul(h, np.transpose(w, (1, 0, 2))), (1, 0, 2))
 
 
 @dataclass(repr=False)
@@ -314,13 +322,14 @@ def optimize_rounding(inputs, target, kernel, scale, num_bits: int, bias=None, a
     s = s.reshape(w.shape[1:]) if s.ndim == 1 else s
     b = np.zeros(n_out, np.float32) if bias is None else np.asarray(bias, np.float32).reshape(n_out)
     qmin, qmax = integer_range(num_bits, narrow_range=True)
-    form = _Form(w.shape, depthwise)
     with threadpool_limits(limits=threads, user_api="blas"):
-        return _optimize(x, t, w, s, b, qmin, qmax, form, activation, iterations, batch_size, lr, reg, warmup,
+        form = _Form(x, w.shape, depthwise)
+        del x
+        return _optimize(t, w, s, b, qmin, qmax, form, activation, iterations, batch_size, lr, reg, warmup,
                          beta_range, seed, keep_better, snapshots, log_every, np.shape(kernel))
 
 
-def _optimize(x, t, w, s, b, qmin, qmax, form, activation, iterations, batch_size, lr, reg, warmup, beta_range,
+def _optimize(t, w, s, b, qmin, qmax, form, activation, iterations, batch_size, lr, reg, warmup, beta_range,
               seed, keep_better, snapshots, log_every, shape):
     ratio = w / s
     floor = np.floor(ratio)
@@ -339,19 +348,28 @@ def _optimize(x, t, w, s, b, qmin, qmax, form, activation, iterations, batch_siz
     def hard(vv):
         return np.clip(floor + ((vv > 0) & movable), qmin, qmax).astype(np.int64)
 
-    def mse(ints):
-        y, _ = _activate(form.forward(x, (ints * s).astype(np.float32)) + b, activation)
-        return float(np.mean((y - t) ** 2))
-
     start = time.time()
-    rows = x.shape[0]
+    rows = form.rows
     k_in = w.shape[0]
     # without an activation the loss is quadratic: exact on all rows from x^T x, cheaper unless the
     # layer has more inputs than twice the rows a batch would use (e.g. a classifier on few images)
     quadratic = activation == "linear" and (form.depthwise or k_in <= 2 * min(batch_size, rows))
-    if quadratic and iterations:
-        gram_h, gram_c = form.gram(x, t - b)
-        const = float(np.mean(np.sum((t - b) ** 2, axis=1)))
+    if quadratic:
+        h64, c64 = form.gram(t - b)
+        gram_h, gram_c = h64.astype(np.float32), c64.astype(np.float32)
+        const = float(np.mean(np.sum((t.astype(np.float64) - b) ** 2, axis=1)))
+
+    def mse(ints):
+        """Mean squared output error per element on all rows (exact from the Gram matrix when quadratic)."""
+        if quadratic:
+            wk = ints * s
+            return max(float(np.sum(wk * form.gram_grad(h64, wk)) - 2 * np.sum(wk * c64)) + const, 0.0) / t.shape[1]
+        wk = (ints * s).astype(np.float32)
+        total = 0.0
+        for lo in range(0, rows, 4096):
+            y, _ = _activate(form.forward(wk, slice(lo, lo + 4096)) + b, activation)
+            total += float(np.sum((y - t[lo:lo + 4096]) ** 2, dtype=np.float64))
+        return total / t.size
     rng = np.random.default_rng(seed)
     m1, m2 = np.zeros_like(v), np.zeros_like(v)
     b1, b2, eps = 0.9, 0.999, 1e-8
@@ -372,15 +390,15 @@ def _optimize(x, t, w, s, b, qmin, qmax, form, activation, iterations, batch_siz
             grad_w = 2.0 * (hw - gram_c)
         else:
             idx = rng.integers(0, rows, size=batch_size) if batch_size < rows else slice(None)
-            xb, tb = x[idx], t[idx]
-            y, dact = _activate(form.forward(xb, wk) + b, activation)
+            tb = t[idx]
+            y, dact = _activate(form.forward(wk, idx) + b, activation)
             diff = y - tb
             n = diff.shape[0]
             rec = float(np.sum(diff * diff)) / n
             g = (2.0 / n) * diff
             if dact is not None:
                 g = g * dact
-            grad_w = form.grad(xb, g).reshape(w.shape)
+            grad_w = form.grad(g, idx).reshape(w.shape)
         grad_h = grad_w * s32 * inside
         beta = beta_schedule(it, iterations, warmup, beta_range)
         reg_loss = 0.0
@@ -599,6 +617,7 @@ def adaround(model, calibration_data, weight_bits: int = 4, per_channel: bool = 
     t0 = time.time()
     targets = _float_targets(folded, weighted, positions, data, predict_batch)
     share = (time.time() - t0) / max(len(weighted), 1)  # the float pass, shared by all layers
+    inputs = _QuantizedInputs(q, [l.name for l in weighted], data, predict_batch)
     for layer in weighted:
         t0 = time.time()
         qlayer = q.get_layer(layer.name)
@@ -608,7 +627,8 @@ def adaround(model, calibration_data, weight_bits: int = 4, per_channel: bool = 
         bias = qweights[1] if len(qweights) > 1 else None
         act = _fused_activation(layer, folded)
         k = kind(layer)
-        x_rows = _quantized_rows(q, layer, positions[layer.name], data, predict_batch)
+        n, i, j = positions[layer.name]
+        x_rows = _rows(layer, inputs.next(), n, i, j).astype(np.float32)
         t_rows, _ = _activate(targets.pop(layer.name), act)
         t1 = time.time()
         res = optimize_rounding(x_rows, t_rows, _form_kernel(k, kernel), params.scale, weight_bits, bias, act,
@@ -661,14 +681,6 @@ def _numpy(t):
     return np.asarray(keras.ops.convert_to_numpy(t))
 
 
-def _chunks(positions, n_img, batch):
-    n = positions[0]
-    for lo in range(0, n_img, batch):
-        sel = (n >= lo) & (n < lo + batch)
-        if np.any(sel):
-            yield lo, sel
-
-
 def _float_targets(folded, layers, positions, data, batch):
     """Every layer's float output (before its fused activation) at its positions, in one pass."""
     probe = keras.Model(folded.input, [folded.get_layer(l.name).output for l in layers])
@@ -685,12 +697,66 @@ def _float_targets(folded, layers, positions, data, batch):
     return {k: np.concatenate(v).reshape(len(positions[k][0]), -1).astype(np.float32) for k, v in parts.items()}
 
 
-def _quantized_rows(q, layer, positions, data, batch):
-    """The layer's input rows in the (partly rounded) quantized model ``q``, at ``positions``."""
-    probe = keras.Model(q.input, q.get_layer(layer.name).input)
-    n, i, j = positions
-    xs = []
-    for lo, sel in _chunks(positions, data.shape[0], batch):
-        xin = _numpy(probe(data[lo:lo + batch], training=False))
-        xs.append(_rows(layer, xin, n[sel] - lo, i[sel], j[sel]))
-    return np.concatenate(xs).astype(np.float32)
+class _QuantizedInputs:
+    """The inputs of each weighted layer in the quantized model ``q``, layer after layer, each computed
+    from the ones before it (not from the image again): one forward pass through the network in all.
+
+    Before layer ``i`` is rounded, its input is computed from the latest already-known tensors it
+    depends on (the previous layer's input, and a residual branch's), with the layers in between as
+    they are now; a known tensor is forgotten after the last layer that needs it.
+    """
+
+    def __init__(self, q, names, data, batch):
+        self.q, self.batch, self.n = q, batch, data.shape[0]
+        self.targets = [q.get_layer(n).input for n in names]
+        known = {id(q.input)}
+        self.plan = []
+        for target in self.targets:
+            self.plan.append([target] if id(target) in known else _boundary(target, known))
+            known.add(id(target))
+        self.last = {}
+        for i, tensors in enumerate(self.plan):
+            for t in tensors:
+                self.last[id(t)] = i
+        self.values = {id(q.input): data}
+        self.step = 0
+
+    def next(self):
+        """The next layer's input, for all calibration samples."""
+        i, target = self.step, self.targets[self.step]
+        needed = self.plan[i]
+        if id(target) in self.values:
+            value = self.values[id(target)]
+        else:
+            sub = keras.Model(needed if len(needed) > 1 else needed[0], target)
+            parts = []
+            for lo in range(0, self.n, self.batch):
+                args = [self.values[id(t)][lo:lo + self.batch] for t in needed]
+                parts.append(_numpy(sub(args if len(args) > 1 else args[0], training=False)))
+            value = np.concatenate(parts)
+        self.values[id(target)] = value
+        for key in [k for k in self.values if self.last.get(k, -1) <= i and k != id(target)]:
+            del self.values[key]
+        if self.last.get(id(target), -1) <= i:
+            del self.values[id(target)]
+        self.step += 1
+        return value
+
+
+def _boundary(target, known: set) -> list:
+    """The known tensors ``target`` is computed from: walk the graph back from it, stopping at them."""
+    found, stack, seen = [], [target], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if id(t) in known:
+            found.append(t)
+            continue
+        op, node_index, _ = t._keras_history
+        parents = op._inbound_nodes[node_index].input_tensors
+        if not parents:
+            raise ValueError(f"tensor {t.name!r} depends on an input that is not the model's input")
+        stack.extend(parents)
+    return found

@@ -142,6 +142,29 @@ def test_against_brute_force_on_tiny_layers():
     assert sum(a < 10 for a in ranks_ada) >= 4, ranks_ada
 
 
+def test_layer_inputs_are_collected_incrementally_through_residual_branches():
+    from qlib.adaround import _QuantizedInputs
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((6, 6, 2), name="image")
+    h = keras.layers.ReLU(name="r0")(keras.layers.Conv2D(4, 3, padding="same", name="c0")(inp))
+    b = keras.layers.ReLU(6.0, name="r1")(keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(h))
+    b = keras.layers.Conv2D(4, 1, name="pw")(b)
+    x = keras.layers.Add(name="add")([h, b])
+    x = keras.layers.Conv2D(4, 1, name="c2")(x)
+    out = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D(name="pool")(x))
+    m = keras.Model(inp, out)
+    data = np.random.default_rng(0).normal(size=(10, 6, 6, 2)).astype(np.float32)
+    q = Simulator(m, data).quantize(4, 8)
+    names = ["c0", "dw", "pw", "c2", "fc"]
+    stream = _QuantizedInputs(q, names, data, batch=3)
+    for name in names:
+        direct = keras.Model(q.input, q.get_layer(name).input)(data).numpy()
+        np.testing.assert_allclose(stream.next(), direct, atol=1e-6, err_msg=name)
+        q.get_layer(name).set_weights([w * 0.9 for w in q.get_layer(name).get_weights()])  # as if rounded anew
+    assert stream.values == {}  # nothing kept after the last layer
+
+
 def test_rectified_sigmoid_and_schedule():
     rest = np.linspace(0, 0.99, 12)
     np.testing.assert_allclose(rectified_sigmoid(init_logits(rest)), rest, atol=1e-12)
