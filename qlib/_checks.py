@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_num_bits", "check_array", "check_axis", "check_min_max", "check_batch"]
+__all__ = ["check_num_bits", "check_array", "check_axis", "check_min_max", "check_batch", "check_count"]
 
 MIN_BITS, MAX_BITS = 2, 16
 
@@ -35,8 +35,9 @@ def check_array(x, name: str = "x", allow_empty: bool = False) -> np.ndarray:
         arr = np.asarray(x)
     except Exception as exc:  # pragma: no cover - numpy raises many types here
         raise TypeError(f"{name} must be a numeric array: {exc}") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+                                   or arr.dtype == bool):
+        raise TypeError(f"{name} must be a real numeric array (integers or floats), got dtype {arr.dtype}")
     if not allow_empty and arr.size == 0:
         raise ValueError(f"{name} is empty; pass at least one value")
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
@@ -91,3 +92,12 @@ def check_batch(x, input_shape, name: str = "x") -> np.ndarray:
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: pass at least one input sample, shape {want}")
     return arr.astype(np.float32)
+
+
+def check_count(n, name: str, minimum: int = 1) -> int:
+    """Return ``n`` as an int, or raise if it is not an integer >= ``minimum`` (bools and floats refused)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {n!r}")
+    if int(n) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    return int(n)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+__all__ = ["PLOTLY_MIME", "PlotlyMimeRenderer"]
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 

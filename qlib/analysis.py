@@ -6,13 +6,15 @@ numbers and arrays, so chapters can tabulate and plot them and tests can check t
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 from ._checks import check_array
 from .folding import bn_scale, fold_batchnorm
 from .graph import batchnorm_pairs
+from .layers import is_weighted, kind
 from .quantizers import compute_params
+
+__all__ = ["depthwise_kernels", "channel_ranges", "levels_per_channel", "layer_range_stats", "bn_statistics"]
 
 
 def depthwise_kernels(model, fold: bool = True) -> dict[str, np.ndarray]:
@@ -25,10 +27,10 @@ def depthwise_kernels(model, fold: bool = True) -> dict[str, np.ndarray]:
     >>> len(k), k["block1_dw"].shape
     (13, (3, 3, 8))
     """
-    m = fold_batchnorm(model, strict=False) if fold else model
+    m = fold_batchnorm(model, strict=False, warn_if_none=False) if fold else model
     out = {}
     for layer in m.layers:
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        if is_weighted(layer) and kind(layer) == "depthwise":
             w = layer.get_weights()[0]
             out[layer.name] = w.reshape(w.shape[0], w.shape[1], -1)
     return out

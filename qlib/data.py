@@ -15,12 +15,19 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import numbers
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ._checks import check_array
 from .torchpickle import load_legacy_state_dict
+
+__all__ = ["SETUP_HINT", "FASHION_MNIST_DIR", "FASHION_MNIST_FILES", "FASHION_MNIST_CLASSES",
+           "MOBILENET_V2_PACKAGE", "MOBILENET_V2_FILE", "MOBILENET_V2_SHA256", "MissingDataError",
+           "sha256_file", "verified_bytes", "fashion_mnist", "mobilenet_v2_weights_path",
+           "mobilenet_v2_state_dict", "preprocess", "Splits", "fashion_mnist_splits", "one_per_class"]
 
 SETUP_HINT = "run `make setup` from the repository root (it installs every offline data package)"
 
@@ -242,10 +249,14 @@ def one_per_class(x, y, per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
     >>> xs.ravel().tolist(), ys.tolist()
     ([1, 0, 3], [0, 1, 2])
     """
-    y = np.asarray(y)
-    x = np.asarray(x)
-    if x.shape[0] != y.shape[0] or y.size == 0:
-        raise ValueError(f"x and y must be non-empty with the same length, got {x.shape[0]} and {y.shape[0]}")
+    if isinstance(per_class, bool) or not isinstance(per_class, numbers.Integral) or per_class < 1:
+        raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
+    check_array(x, "x", allow_empty=True)
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
+        raise ValueError(f"y must be a 1-D array of integer class labels, got {y.dtype} with shape {y.shape}")
+    if x.ndim < 1 or x.shape[0] != y.shape[0] or y.size == 0:
+        raise ValueError(f"x and y must be non-empty with the same length, got shapes {x.shape} and {y.shape}")
     idx = []
     for c in np.unique(y):
         hits = np.flatnonzero(y == c)[:per_class]

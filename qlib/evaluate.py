@@ -8,12 +8,16 @@ input scale and zero point, outputs dequantized).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ._checks import check_array
+from ._checks import check_array, check_batch, check_count
+from .quantizers import round_half_away
+
+__all__ = ["wilson_interval", "fidelity", "Evaluation", "predict", "evaluate"]
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -24,8 +28,9 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     >>> [round(v, 4) for v in wilson_interval(9300, 10000)]
     [0.9248, 0.9348]
     """
-    if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
+    n = check_count(n, "n", 1)
+    if isinstance(correct, bool) or not isinstance(correct, numbers.Integral):
+        raise TypeError(f"correct must be an integer count, got {correct!r}")
     if not 0 <= correct <= n:
         raise ValueError(f"correct must be in 0..n, got {correct} of {n}")
     p = correct / n
@@ -108,6 +113,8 @@ def predict(model, x, batch_size: int = 500) -> np.ndarray:
         return _predict_tflite(bytes(model), x, batch_size)
     if not hasattr(model, "predict"):
         raise TypeError(f"model must be a keras.Model, TFLite bytes or a .tflite path, got {type(model).__name__}")
+    if getattr(model, "inputs", None) and len(model.inputs) == 1:
+        x = check_batch(x, model.input.shape[1:], "x")
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
 
 
@@ -116,6 +123,7 @@ def _predict_tflite(tflite_model: bytes, x: np.ndarray, batch_size: int) -> np.n
 
     it = interpreter(tflite_model)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    check_batch(x, [None if d < 0 else int(d) for d in inp.get("shape_signature", inp["shape"])[1:]], "x")
     results, current = [], None
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size]
@@ -127,7 +135,8 @@ def _predict_tflite(tflite_model: bytes, x: np.ndarray, batch_size: int) -> np.n
         if inp["dtype"] != np.float32:
             scale, zp = inp["quantization"]
             info = np.iinfo(inp["dtype"])
-            xb = np.clip(np.round(xb / scale) + zp, info.min, info.max).astype(inp["dtype"])
+            # TFLite's QUANTIZE rounds half away from zero (numpy's round goes to even)
+            xb = np.clip(round_half_away(xb / scale) + zp, info.min, info.max).astype(inp["dtype"])
         it.set_tensor(inp["index"], xb)
         it.invoke()
         y = it.get_tensor(out["index"])

@@ -5,11 +5,15 @@ Every exercise with a computable answer has a checker registered under the exerc
 and calls :func:`check`::
 
     from qlib.exercises import check
-    check("ex-fundamentals-scale", my_scale)      # Feedback(right: ...) or Feedback(not yet: ...)
+    check("ex-fundamentals-scale", (scale, zero_point))   # Feedback(right: ...) or Feedback(not yet: ...)
 
 A checker computes the expected answer itself (from the same models and data the chapter uses),
 compares, and says what is off. :func:`reference` gives the expected answer, which the tests run
 through every checker (and the book's solutions use :func:`check` as a student would).
+
+The checkers are grouped by chapter, in the book's order, after the shared helpers (answer
+parsing, and the data they compute from: the ImageNet weights read in numpy, the zoo, the sweeps;
+each computed once per process).
 
 Writing a checker::
 
@@ -21,7 +25,10 @@ Writing a checker::
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -67,6 +74,8 @@ def close(answer, expected, rtol: float = 1e-6, atol: float = 0.0, what: str = "
     >>> close("0.5", 0.5)
     Feedback(not yet: the answer should be a number or an array of numbers, got str)
     """
+    if answer is None:
+        return Feedback(False, f"no answer given for {what}")
     try:
         a = np.asarray(answer, dtype=np.float64)
     except (TypeError, ValueError):
@@ -79,7 +88,7 @@ def close(answer, expected, rtol: float = 1e-6, atol: float = 0.0, what: str = "
     ok = np.isclose(a, e, rtol=rtol, atol=atol)
     if np.all(ok):
         shown = f"{float(e):.6g}" if e.ndim == 0 else f"{e.size} values"
-        return Feedback(True, f"{what} matches ({shown})")
+        return Feedback(True, f"{what} {'matches' if e.ndim == 0 else 'match'} ({shown})")
     if e.ndim == 0:
         return Feedback(False, f"{what} is {float(a):.6g}, expected about {float(e):.6g}")
     return Feedback(False, f"{what} differ from the expected values in {int(np.sum(~ok))} of {ok.size} entries "
@@ -168,7 +177,657 @@ def labels() -> list[str]:
     return sorted(_CHECKERS)
 
 
-# --- Learning to round (book/adaround.md) ---
+# =============================================================================================
+# Private helpers: reading answers, and the shared data every checker computes from (each
+# computed once per process). Checkers follow, one section per chapter, in the book's order.
+# =============================================================================================
+
+def _number(answer, what: str):
+    """``answer`` as a float, or the Feedback saying why it is not one."""
+    if isinstance(answer, np.ndarray) and answer.ndim == 0:
+        answer = answer.item()
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        return Feedback(False, f"{what} should be a single number, got {type(answer).__name__}")
+    if not math.isfinite(float(answer)):
+        return Feedback(False, f"{what} should be a finite number, got {answer}")
+    return float(answer)
+
+
+def _integer(answer, what: str):
+    """``answer`` as an int (a float holding a whole number is fine), or the Feedback saying why not."""
+    x = _number(answer, what)
+    if isinstance(x, Feedback):
+        return x
+    if x != round(x):
+        return Feedback(False, f"{what} is a whole number, got {answer}")
+    return int(round(x))
+
+
+def _parts(answer, n: int, what: str):
+    """``answer`` as a tuple of ``n`` items, or the Feedback saying why not."""
+    if isinstance(answer, (str, bytes, dict)) or not hasattr(answer, "__len__") or len(answer) != n:
+        return Feedback(False, f"{what} should be {n} values in a tuple, got {answer!r:.80}")
+    return tuple(answer)
+
+
+def _array(answer, shape: tuple):
+    """``answer`` as a float array of ``shape``, or None (close() explains what is wrong with it)."""
+    if answer is None or isinstance(answer, (str, bytes, dict)):
+        return None
+    try:
+        a = np.asarray(answer, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return a if a.shape == shape else None
+
+
+def _dict_of_ints(answer, expected: dict, what: str) -> Feedback:
+    """Feedback on ``{key: integer}`` answers, key by key."""
+    if not isinstance(answer, dict) or set(answer) != set(expected):
+        return Feedback(False, f"{what} should be a dict with the keys {sorted(expected)}, got {answer!r:.120}")
+    wrong = [k for k in expected if _integer(answer[k], k) != expected[k]]
+    if wrong:
+        return Feedback(False, f"{what}: not yet for {', '.join(map(str, wrong))} "
+                               f"({len(expected) - len(wrong)} of {len(expected)} right)")
+    return Feedback(True, f"{what}: {expected}")
+
+
+_TORCH_BN_EPSILON = 1e-5   # qlib.imagenet.TORCH_BN_EPSILON; not imported, as that module imports Keras
+_TINY_VARIANCE = 1e-3      # the book's threshold for a "tiny" BatchNorm running variance
+
+
+@lru_cache(maxsize=1)
+def _imagenet_layers() -> tuple:
+    """Every conv of the ImageNet MobileNetV2 with the BatchNorm after it, in order, from the state dict.
+
+    ``(kind, raw kernel, BN stats)`` with kind ``"depthwise"`` (kernel ``(3, 3, C)``, the view of
+    :func:`qlib.analysis.depthwise_kernels`) or ``"conv2d"`` (Keras layout ``(kh, kw, C_in, C_out)``).
+    Numpy only, so a checker needs no Keras model; the folded kernels (:func:`_folded`) are
+    bit-identical to ``depthwise_kernels(mobilenet_v2_imagenet())``.
+    """
+    from .data import mobilenet_v2_state_dict
+
+    modules: dict = {}
+    for key, value in mobilenet_v2_state_dict().items():
+        prefix, param = key.rsplit(".", 1)
+        modules.setdefault(prefix, {})[param] = np.asarray(value)
+    modules = list(modules.values())
+    out = []
+    for conv, bn in zip(modules, modules[1:]):
+        w = conv.get("weight")
+        if w is None or w.ndim != 4 or "running_var" not in bn:
+            continue
+        stats = {"gamma": bn["weight"], "beta": bn["bias"], "mean": bn["running_mean"], "variance": bn["running_var"]}
+        stats = {k: v.astype(np.float64) for k, v in stats.items()}
+        if w.shape[1] == 1:  # torch depthwise (C, 1, kh, kw)
+            out.append(("depthwise", np.transpose(w, (2, 3, 0, 1))[..., 0], stats))
+        else:                # torch conv (O, I, kh, kw) -> Keras (kh, kw, I, O)
+            out.append(("conv2d", np.transpose(w, (2, 3, 1, 0)), stats))
+    return tuple(out)
+
+
+def _folded(kernel, stats, epsilon: float = _TORCH_BN_EPSILON) -> np.ndarray:
+    """A kernel (output channels last) with its BatchNorm folded in, like qlib.folding (float64, then float32)."""
+    scale = stats["gamma"] / np.sqrt(stats["variance"] + epsilon)
+    return (kernel.astype(np.float64) * scale).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _imagenet_depthwise() -> dict:
+    """``{Keras layer name: (raw kernel, BN stats)}`` for the 17 depthwise layers (Keras' names)."""
+    layers = [(k, s) for kind, k, s in _imagenet_layers() if kind == "depthwise"]
+    names = ["expanded_conv_depthwise"] + [f"block_{i}_depthwise" for i in range(1, len(layers))]
+    return dict(zip(names, layers))
+
+
+@lru_cache(maxsize=1)
+def _imagenet_folded_depthwise() -> dict:
+    """``{Keras layer name: folded kernel (3, 3, C)}``, as ``depthwise_kernels(mobilenet_v2_imagenet())``."""
+    return {name: _folded(k, s) for name, (k, s) in _imagenet_depthwise().items()}
+
+
+@lru_cache(maxsize=1)
+def _imagenet_folded_pointwise() -> tuple:
+    """The folded kernels of every 1x1 Conv2D, in order."""
+    return tuple(_folded(k, s) for kind, k, s in _imagenet_layers() if kind == "conv2d" and k.shape[:2] == (1, 1))
+
+
+@lru_cache(maxsize=None)
+def _zoo(name: str):
+    from .zoo import load_model
+
+    return load_model(name)
+
+
+@lru_cache(maxsize=None)
+def _zoo_depthwise(name: str, fold: bool = True) -> dict:
+    from .analysis import depthwise_kernels
+
+    return depthwise_kernels(_zoo(name), fold=fold)
+
+
+@lru_cache(maxsize=None)
+def _sweep(name: str):
+    from .results import load
+
+    return load(name)
+
+
+def _sqnr_db(x, x_hat) -> float:
+    x, x_hat = np.asarray(x, np.float64), np.asarray(x_hat, np.float64)
+    return float(10 * np.log10(np.sum(x ** 2) / np.sum((x - x_hat) ** 2)))
+
+
+def _levels(w, params) -> np.ndarray:
+    """Distinct integers each channel (last axis) of ``w`` uses under ``params``."""
+    q = params.quantize(w).reshape(-1, w.shape[-1])
+    return np.array([np.unique(q[:, c]).size for c in range(q.shape[1])])
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization fundamentals (book/quantization_fundamentals.md)
+# ---------------------------------------------------------------------------------------------
+
+_TOY = np.array([-0.62, -0.1, 0.0, 0.37, 1.5, 2.0])   # the chapter's toy tensor
+
+
+@lru_cache(maxsize=1)
+def _features1_folded() -> np.ndarray:
+    """features.1's folded depthwise weights (3, 3, 32), exactly as the chapter computes them (float32)."""
+    from .data import mobilenet_v2_state_dict
+
+    sd = mobilenet_v2_state_dict()
+    w = sd["features.1.conv.0.0.weight"][:, 0]
+    gamma, var = sd["features.1.conv.0.1.weight"], sd["features.1.conv.0.1.running_var"]
+    return np.moveaxis(w * (gamma / np.sqrt(var + 1e-5))[:, None, None], 0, -1)
+
+
+@exercise("ex-fundamentals-scale")
+def _fundamentals_scale(answer):
+    from .quantizers import compute_params
+
+    p = compute_params(_TOY.min(), _TOY.max(), num_bits=8)
+    scale, zp = float(p.scale), int(p.zero_point)
+    expected = (scale, zp)
+    parts = _parts(answer, 2, "the answer (scale, zero_point)")
+    if isinstance(parts, Feedback):
+        return parts, expected
+    s, z = _number(parts[0], "the scale"), _number(parts[1], "the zero point")
+    for got in (s, z):
+        if isinstance(got, Feedback):
+            return got, expected
+    width = _TOY.max() - _TOY.min()
+    if not np.isclose(s, scale, rtol=1e-4):
+        hints = {width / 127: "the scale is 2x too large: did you divide by qmax (127) instead of qmax - qmin (255)?",
+                 width / 256: "did you divide by 2**8 = 256 levels instead of the 255 steps between them (qmax - qmin)?",
+                 width / 15: "that is the 4-bit scale; the exercise asks for 8 bits"}
+        hint = next((h for v, h in hints.items() if np.isclose(s, v, rtol=1e-4)), None)
+        return Feedback(False, hint or f"the scale is {s:.6g}, expected about {scale:.6g}: "
+                                       "(x_max - x_min) / (qmax - qmin)"), expected
+    if z != round(z):
+        return Feedback(False, f"the zero point must be an integer (got {z}): round qmin - x_min / scale"), expected
+    z = int(round(z))
+    if z != zp:
+        hints = {zp + 128: "that is the zero point of an unsigned grid (0..255); the book's integers are signed, "
+                           "qmin = -128",
+                 int(np.floor(-128 + _TOY.min() / scale + 0.5)): "the sign of x_min / scale is flipped: "
+                                                                 "z = qmin - x_min / scale"}
+        return Feedback(False, hints.get(z, f"the zero point is {z}, expected {zp}")), expected
+    return Feedback(True, f"scale {scale:.6g} and zero point {zp}: real 0 is the integer {zp}"), expected
+
+
+@exercise("ex-fundamentals-asymmetric")
+def _fundamentals_asymmetric(answer):
+    from .quantizers import fit_params
+
+    folded = _features1_folded()
+    expected = int(np.sum(_levels(folded, fit_params(folded, 8, symmetric=False)) < 4))
+    n = _integer(answer, "the number of channels")
+    if isinstance(n, Feedback):
+        return n, expected
+    if n != expected:
+        per_channel = int(np.sum(_levels(folded, fit_params(folded, 8, symmetric=False, axis=-1)) < 4))
+        hint = " (that is the per-channel count: quantize per tensor, axis=None)" if n == per_channel else ""
+        return Feedback(False, f"{n} channels, expected {expected} of {folded.shape[-1]}{hint}"), expected
+    return Feedback(True, f"{expected} of {folded.shape[-1]} channels use fewer than four levels"), expected
+
+
+_TIES_SCALE = 1 / 128   # the grid compute_params(0.0, 255 / 128, num_bits=8)
+
+
+@exercise("ex-fundamentals-ties")
+def _fundamentals_ties(answer):
+    from .quantizers import round_half_away
+
+    expected = 2.5 * _TIES_SCALE
+    x = _number(answer, "x")
+    if isinstance(x, Feedback):
+        return x, expected
+    v = x / _TIES_SCALE
+    even, away = float(np.round(v)), float(round_half_away(v))
+    if even != away:
+        return Feedback(True, f"x / scale = {v:g}: np.round gives {even:g}, round_half_away {away:g}"), expected
+    if abs(v - np.floor(v) - 0.5) > 0:
+        return Feedback(False, f"x / scale = {v:.6g} is not exactly halfway between two integers: only exact "
+                               "ties round differently"), expected
+    return Feedback(False, f"x / scale = {v:g} is a tie, but both rules give {even:g}: when the integer away from "
+                           "zero is even, ties-to-even agrees with it; try the next tie"), expected
+
+
+def _sqnr_per_bit(per_channel: bool) -> float:
+    from .quantizers import fit_params
+
+    w = _features1_folded()
+    sq = {b: _sqnr_db(w, fit_params(w, b, symmetric=True, narrow_range=True,
+                                     axis=-1 if per_channel else None).fake_quant(w)) for b in (4, 8)}
+    return (sq[8] - sq[4]) / 4
+
+
+@exercise("ex-fundamentals-db-per-bit")
+def _fundamentals_db_per_bit(answer):
+    expected = _sqnr_per_bit(per_channel=True)
+    x = _number(answer, "the dB per bit")
+    if isinstance(x, Feedback):
+        return x, expected
+    if abs(x - expected) <= 0.02:
+        return Feedback(True, f"{expected:.2f} dB per bit (the textbook value is 20 log10(2) = 6.02)"), expected
+    if abs(x - 20 * math.log10(2)) < 0.02:
+        return Feedback(False, "6.02 dB is the textbook value for a uniform signal; measure it on the weights"), expected
+    if abs(x - _sqnr_per_bit(per_channel=False)) <= 0.02:
+        return Feedback(False, "that is the per-tensor grid's value; the exercise asks per channel (axis=-1)"), expected
+    return Feedback(False, f"{x:.3g} dB per bit, expected about {expected:.3g} (tolerance 0.02 dB)"), expected
+
+
+# ---------------------------------------------------------------------------------------------
+# The networks (book/the_networks.md)
+# ---------------------------------------------------------------------------------------------
+
+@exercise("ex-networks-wilson")
+def _networks_wilson(answer):
+    from .evaluate import wilson_interval
+    from .zoo import manifest
+
+    n = 10_000
+    p = manifest()["v1_standard"]["float_test_accuracy"]
+    expected = wilson_interval(round(p * n), n)
+    parts = _parts(answer, 2, "the interval (low, high)")
+    if isinstance(parts, Feedback):
+        return parts, expected
+    if all(isinstance(_number(v, "a bound"), float) for v in parts):
+        half = 1.96 * math.sqrt(p * (1 - p) / n)
+        if np.allclose(parts, (p - half, p + half), atol=2e-6) and not np.allclose(parts, expected, atol=2e-6):
+            return Feedback(False, "that is the normal (Wald) interval p +- z sqrt(p(1-p)/n); Wilson's is centred "
+                                   "at (p + z^2/2n) / (1 + z^2/n)"), expected
+    return close(parts, expected, atol=2e-6, what="the bounds (low, high)"), expected
+
+
+@exercise("ex-networks-macs")
+def _networks_macs(answer):
+    from .models import layer_costs
+
+    costs = {c["name"]: c["macs"] for c in layer_costs(_zoo("v1_standard"))}
+    expected = costs["block1_pw"] / costs["block1_dw"]
+    x = _number(answer, "the ratio")
+    if isinstance(x, Feedback):
+        return x, expected
+    if np.isclose(x, 1 / expected, rtol=1e-6):
+        return Feedback(False, "upside down: that is depthwise / pointwise; the exercise asks pointwise / depthwise"), \
+            expected
+    return close(x, expected, rtol=1e-6, what="pointwise MACs / depthwise MACs"), expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Depthwise ranges (book/depthwise_ranges.md)
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _starved(per_channel: bool) -> int:
+    """Depthwise channels of the ImageNet network with fewer than four 8-bit levels."""
+    from .analysis import levels_per_channel
+
+    kernels = _imagenet_folded_depthwise().values()
+    return int(sum(np.sum(levels_per_channel(w, 8, per_channel=per_channel) < 4) for w in kernels))
+
+
+@exercise("ex-ranges-per-channel")
+def _ranges_per_channel(answer):
+    expected = _starved(per_channel=True)
+    n = _integer(answer, "the number of channels")
+    if isinstance(n, Feedback):
+        return n, expected
+    if n != expected:
+        if n == _starved(per_channel=False):
+            return Feedback(False, "that is the per-tensor count; pass per_channel=True"), expected
+    return equal(n, expected, what="the number of channels with fewer than four levels per channel"), expected
+
+
+@exercise("ex-ranges-bits-needed")
+def _ranges_bits_needed(answer):
+    from .analysis import levels_per_channel
+
+    w = _imagenet_folded_depthwise()["expanded_conv_depthwise"]
+    starved = {b: int(np.sum(levels_per_channel(w, b) < 4)) for b in range(2, 17)}
+    expected = min(b for b, n in starved.items() if n == 0)
+    b = _integer(answer, "the bit width")
+    if isinstance(b, Feedback):
+        return b, expected
+    if b == expected:
+        return Feedback(True, f"{expected} bits: with {expected - 1}, {starved[expected - 1]} channels still get "
+                              "fewer than four levels"), expected
+    if b in starved and starved[b] > 0:
+        return Feedback(False, f"at {b} bits {starved[b]} channels still get fewer than four levels"), expected
+    if b > expected:
+        fewer = f": at {b - 1} bits every channel already gets four levels or more" if starved.get(b - 1) == 0 else ""
+        return Feedback(False, f"fewer bits suffice{fewer}"), expected
+    return Feedback(False, f"the bit width should be in 2..16, got {b}"), expected
+
+
+@lru_cache(maxsize=None)
+def _median_ratio(pointwise: bool) -> float:
+    from .analysis import layer_range_stats
+
+    kernels = _imagenet_folded_pointwise() if pointwise else _imagenet_folded_depthwise().values()
+    return float(np.median([layer_range_stats(w)["range_ratio"] for w in kernels]))
+
+
+@exercise("ex-ranges-pointwise")
+def _ranges_pointwise(answer):
+    expected = _median_ratio(pointwise=True)
+    x = _number(answer, "the median range ratio")
+    if isinstance(x, Feedback):
+        return x, expected
+    if not np.isclose(x, expected, rtol=1e-4) and np.isclose(x, _median_ratio(pointwise=False), rtol=1e-4):
+        return Feedback(False, "that is the depthwise layers' median; the exercise asks for the 1x1 (pointwise) "
+                               "convolutions"), expected
+    n = len(_imagenet_folded_pointwise())
+    return close(x, expected, rtol=1e-4, what=f"the median over {n} pointwise layers"), expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Dead channels (book/zero_channels.md)
+# ---------------------------------------------------------------------------------------------
+
+def _bits_back(name: str) -> tuple[float, float]:
+    """(bits, range ratio) the live channels of a depthwise layer gain when its dead channels are zeroed."""
+    w = _imagenet_folded_depthwise()[name]
+    live = _imagenet_depthwise()[name][1]["variance"] >= _TINY_VARIANCE
+    ratio = float(np.abs(w).max() / np.abs(w[..., live]).max())
+    return math.log2(ratio), ratio
+
+
+@exercise("ex-zero-prune")
+def _zero_prune(answer):
+    expected, ratio = _bits_back("block_16_depthwise")
+    x = _number(answer, "the bits")
+    if isinstance(x, Feedback):
+        return x, expected
+    if np.isclose(x, ratio, rtol=1e-4) and not np.isclose(x, expected, rtol=1e-4):
+        return Feedback(False, f"{x:.4g} is the ratio of the two ranges; in bits it is log2 of it"), expected
+    return close(x, expected, rtol=1e-4, what="the bits the live channels get back"), expected
+
+
+_THRESHOLDS = (1e-3, 1e-6, 1e-10)
+
+
+@exercise("ex-zero-threshold")
+def _zero_threshold(answer):
+    dw = np.concatenate([s["variance"] for _, s in _imagenet_depthwise().values()])
+    expected = tuple(int(np.sum(dw < t)) for t in _THRESHOLDS)
+    parts = _parts(answer, 3, "the answer (three counts)")
+    if isinstance(parts, Feedback):
+        return parts, expected
+    counts = [_integer(v, "a count") for v in parts]
+    bad = next((c for c in counts if isinstance(c, Feedback)), None)
+    if bad is not None:
+        return bad, expected
+    every_bn = np.concatenate([s["variance"] for _, _, s in _imagenet_layers()])
+    if tuple(counts) == tuple(int(np.sum(every_bn < t)) for t in _THRESHOLDS) != expected:
+        return Feedback(False, "those are the counts over every BatchNorm; count only the BatchNorms right after "
+                               "a depthwise layer"), expected
+    wrong = [f"below {t:g}: {c}" for t, c, e in zip(_THRESHOLDS, counts, expected) if c != e]
+    if wrong:
+        return Feedback(False, f"not yet for {', '.join(wrong)}"), expected
+    return Feedback(True, f"{expected[0]}, {expected[1]} and {expected[2]} depthwise channels"), expected
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm scale blow-up (book/bn_blowup.md)
+# ---------------------------------------------------------------------------------------------
+
+@exercise("ex-bn-fold-by-hand")
+def _bn_fold_by_hand(answer):
+    stats = _imagenet_depthwise()["expanded_conv_depthwise"][1]
+    c = int(np.argmin(stats["variance"]))
+    gamma, var = stats["gamma"][c], stats["variance"][c]
+    expected = float(gamma / np.sqrt(var + _TORCH_BN_EPSILON))
+    x = _number(answer, "the fold scale")
+    if isinstance(x, Feedback):
+        return x, expected
+    hints = [(gamma / np.sqrt(var + 1e-3), "you used Keras' default epsilon 1e-3; this network was trained with "
+                                           "PyTorch's 1e-5"),
+             (gamma / (var + _TORCH_BN_EPSILON), "the square root is missing: gamma / sqrt(var + eps)"),
+             (gamma / np.sqrt(var) if var > 0 else np.inf, "epsilon is missing: with a variance this small it is "
+                                                           "what sets the scale")]
+    if not np.isclose(x, expected, rtol=1e-5):
+        for value, hint in hints:
+            if np.isclose(x, value, rtol=1e-4):
+                return Feedback(False, hint), expected
+    return close(x, expected, rtol=1e-5, what=f"the fold scale of channel {c}"), expected
+
+
+_EPSILONS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)   # the slider's values in the chapter
+
+
+def _widest_channel(eps: float) -> tuple[int, bool]:
+    """(channel, is it live) of the widest folded channel of expanded_conv_depthwise at ``eps``."""
+    kernel, stats = _imagenet_depthwise()["expanded_conv_depthwise"]
+    w = _folded(kernel, stats, eps)
+    c = int(np.argmax(np.abs(w).reshape(-1, w.shape[-1]).max(axis=0)))
+    return c, bool(stats["variance"][c] >= _TINY_VARIANCE)
+
+
+@exercise("ex-bn-eps-live")
+def _bn_eps_live(answer):
+    live = {e: _widest_channel(e) for e in _EPSILONS}
+    expected = next((e for e in _EPSILONS if live[e][1]), None)
+    x = _number(answer, "epsilon")
+    if isinstance(x, Feedback):
+        return x, expected
+    e = next((e for e in _EPSILONS if np.isclose(x, e, rtol=1e-6)), None)
+    if e is None:
+        return Feedback(False, f"epsilon should be one of the slider's values {list(_EPSILONS)}"), expected
+    if e == expected:
+        return Feedback(True, f"{e:g} is the first slider value at which a live channel (channel {live[e][0]}) "
+                              "sets the range"), expected
+    if not live[e][1]:
+        return Feedback(False, f"at epsilon = {e:g} the widest channel is still channel {live[e][0]}, whose running "
+                               f"variance is below {_TINY_VARIANCE:g}"), expected
+    return Feedback(False, f"a live channel already sets the range at a smaller epsilon than {e:g}"), expected
+
+
+# ---------------------------------------------------------------------------------------------
+# The quantization-friendly separable convolution (book/quant_friendly.md)
+# ---------------------------------------------------------------------------------------------
+
+@exercise("ex-friendly-fold")
+def _friendly_fold(answer):
+    from .analysis import layer_range_stats
+
+    folded = layer_range_stats(_zoo_depthwise("v1_standard", True)["block1_dw"])["range_ratio"]
+    raw = layer_range_stats(_zoo_depthwise("v1_standard", False)["block1_dw"])["range_ratio"]
+    expected = folded / raw
+    x = _number(answer, "the factor")
+    if isinstance(x, Feedback):
+        return x, expected
+    if np.isclose(x, 1 / expected, rtol=1e-4):
+        return Feedback(False, "upside down: divide the folded ratio by the unfolded one"), expected
+    return close(x, expected, rtol=1e-4, what="the factor folding adds to block1_dw's range ratio"), expected
+
+
+def _weights_acc(model: str, bits: int, per_channel: bool = False, setter: str = "minmax") -> float:
+    return _sweep("bits").one(model=model, sweep="weights", weight_bits=bits, per_channel=per_channel,
+                              weight_range=setter)["accuracy"]
+
+
+_LOW_BITS = range(2, 9)
+
+
+@exercise("ex-friendly-lead")
+def _friendly_lead(answer):
+    expected = {arch: max(_LOW_BITS, key=lambda b: _weights_acc(f"{arch}_friendly", b) - _weights_acc(f"{arch}_standard", b))
+                for arch in ("v1", "v2")}
+    return _dict_of_ints(answer, expected, "the bit width of the largest lead"), expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Setting the ranges (book/setting_ranges.md)
+# ---------------------------------------------------------------------------------------------
+
+_ALPHAS = tuple(round(0.05 * i, 2) for i in range(1, 21))   # 0.05, 0.10, ..., 1.00
+
+
+def _clip_mse() -> dict:
+    from .quantizers import compute_params
+
+    x = _zoo_depthwise("v1_standard", True)["block1_dw"].ravel()
+    m = float(np.abs(x).max())
+    return {a: float(np.mean((x - compute_params(-a * m, a * m, 4, symmetric=True).fake_quant(x)) ** 2))
+            for a in _ALPHAS}
+
+
+@exercise("ex-setting-clip")
+def _setting_clip(answer):
+    mse = _clip_mse()
+    expected = min(mse, key=mse.get)
+    x = _number(answer, "alpha")
+    if isinstance(x, Feedback):
+        return x, expected
+    a = next((a for a in _ALPHAS if np.isclose(x, a, atol=1e-9)), None)
+    if a is None:
+        return Feedback(False, "alpha should be one of 0.05, 0.10, ..., 1.00"), expected
+    if a != expected:
+        return Feedback(False, f"alpha = {a:.2f} gives a mean squared error of {mse[a]:.4g}, more than "
+                               f"{mse[expected]:.4g} at the best alpha"), expected
+    return Feedback(True, f"alpha = {a:.2f}: mean squared error {mse[a]:.4g}, against {mse[1.0]:.4g} for min-max"), \
+        expected
+
+
+@exercise("ex-setting-greedy-acts")
+def _setting_greedy_acts(answer):
+    sweep = _sweep("bits")
+
+    def acc(bits, setter):
+        return sweep.one(model="v2_standard", sweep="activations", activation_bits=bits,
+                         activation_range=setter)["accuracy"]
+
+    gain = {b: acc(b, "greedy") - acc(b, "minmax") for b in sweep.values("activation_bits", sweep="activations")}
+    expected = max(gain, key=gain.get)
+    b = _integer(answer, "the bit width")
+    if isinstance(b, Feedback):
+        return b, expected
+    if b not in gain:
+        return Feedback(False, f"the sweep has activation bit widths {sorted(gain)}, not {b}"), expected
+    if b != expected:
+        return Feedback(False, f"at {b} bits greedy gains {gain[b]:+.2%}, less than at another bit width"), expected
+    return Feedback(True, f"{b} bits: greedy gains {gain[b]:+.2%} over min-max"), expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy versus bit width (book/bit_width.md)
+# ---------------------------------------------------------------------------------------------
+
+_ZOO = ("v1_standard", "v1_friendly", "v2_standard", "v2_friendly")
+
+
+@exercise("ex-bits-knee")
+def _bits_knee(answer):
+    expected = {m: max(range(2, 8), key=lambda b: _weights_acc(m, b + 1) - _weights_acc(m, b)) for m in _ZOO}
+    return _dict_of_ints(answer, expected, "the bit width of the largest drop"), expected
+
+
+@exercise("ex-bits-weights-vs-acts")
+def _bits_weights_vs_acts(answer):
+    acts = _sweep("bits").one(model="v1_standard", sweep="activations", activation_bits=4,
+                              activation_range="minmax")["accuracy"]
+    expected = _weights_acc("v1_standard", 4, per_channel=True) - acts
+    x = _number(answer, "the difference")
+    if isinstance(x, Feedback):
+        return x, expected
+    if np.isclose(x, -expected, atol=1e-9) and expected != 0:
+        return Feedback(False, "the sign is flipped: weights minus activations"), expected
+    if np.isclose(x, 100 * expected, atol=1e-6):
+        return Feedback(False, "give it as a fraction (0.05 for 5 points), not in percent"), expected
+    return close(x, expected, atol=1e-9, what="4-bit weights minus 4-bit activations"), expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Data-free quantization (book/dfq.md): the ImageNet network's first depthwise -> pointwise pair,
+# expanded_conv_depthwise (BN folded) -> ReLU -> expanded_conv_project (BN folded)
+# ---------------------------------------------------------------------------------------------
+
+def _first_pair():
+    """(folded depthwise (3, 3, 32), its BN stats, folded projection kernel (1, 1, 32, 16))."""
+    (_, dw, dw_bn), (_, pw, pw_bn) = _imagenet_layers()[1:3]
+    return _folded(dw, dw_bn), dw_bn, _folded(pw, pw_bn)
+
+
+def _equalization_scales() -> np.ndarray:
+    dw, _, pw = _first_pair()
+    r1 = np.abs(dw).reshape(-1, dw.shape[-1]).max(axis=0).astype(np.float64)
+    r2 = np.abs(pw).max(axis=(0, 1, 3)).astype(np.float64)
+    return np.sqrt(r1 * r2) / r2
+
+
+@exercise("ex-dfq-equalize")
+def _dfq_equalize(answer):
+    expected = _equalization_scales()
+    fb, a = close(answer, expected, rtol=1e-5, what="the scales"), _array(answer, expected.shape)
+    if not fb and a is not None:
+        if np.allclose(a, 1 / expected, rtol=1e-5):
+            return Feedback(False, "those are 1/s: s divides the depthwise output channels, s = sqrt(r1 r2) / r2"), \
+                expected
+        if np.allclose(a, expected ** 2, rtol=1e-5):
+            return Feedback(False, "those are r1 / r2, the square of s: s = sqrt(r1 r2) / r2 = sqrt(r1 / r2)"), \
+                expected
+    return fb, expected
+
+
+def _clipped_normal_mean(mu, sigma) -> np.ndarray:
+    """E[max(0, X)] for X ~ N(mu, sigma^2), written out independently of qlib.dfq."""
+    z = mu / sigma
+    cdf = 0.5 * (1 + np.array([math.erf(v / math.sqrt(2)) for v in z]))
+    return sigma * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) + mu * cdf
+
+
+def _bias_correction(per_channel: bool = False, clipped: bool = True) -> np.ndarray:
+    from .quantizers import fit_params
+
+    _, bn, pw = _first_pair()
+    beta, gamma = bn["beta"], np.abs(bn["gamma"])
+    mean_in = _clipped_normal_mean(beta, gamma) if clipped else beta
+    wq = fit_params(pw, 8, symmetric=True, narrow_range=True, axis=-1 if per_channel else None).fake_quant(pw)
+    return np.einsum("hwio,i->o", (wq - pw).astype(np.float64), mean_in)
+
+
+@exercise("ex-dfq-bias-correction")
+def _dfq_bias_correction(answer):
+    expected = _bias_correction()
+    atol = 1e-4 * float(np.abs(expected).max())
+    fb, a = close(answer, expected, rtol=1e-4, atol=atol, what="the corrections"), _array(answer, expected.shape)
+    if not fb and a is not None:
+        for value, hint in [(-expected, "the sign is flipped: the correction is eps @ E[x], with eps = W_q - W"),
+                            (_bias_correction(clipped=False), "that uses E[x] = beta: the input passes a ReLU, so "
+                                                              "E[x] is the mean of a clipped normal"),
+                            (_bias_correction(per_channel=True), "those are per-channel weights; the exercise "
+                                                                 "quantizes per tensor")]:
+            if np.allclose(a, value, rtol=1e-4, atol=atol):
+                return Feedback(False, hint), expected
+    return fb, expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning to round (book/adaround.md)
+# ---------------------------------------------------------------------------------------------
 
 @exercise("ex-adaround-h")
 def _adaround_h(answer):

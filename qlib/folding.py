@@ -13,6 +13,8 @@ weight: ``s`` blows up and with it the folded channel's range.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -122,7 +124,7 @@ def rebuild(model, replace: dict | None = None, skip: set | None = None, weights
     return new
 
 
-def fold_batchnorm(model, strict: bool = True):
+def fold_batchnorm(model, strict: bool = True, warn_if_none: bool = True):
     """A copy of ``model`` with every foldable BatchNormalization folded into the layer before it.
 
     The returned model computes the same function (to float32 rounding) in inference mode,
@@ -135,6 +137,8 @@ def fold_batchnorm(model, strict: bool = True):
     strict : bool
         Raise a ``ValueError`` naming any BatchNormalization that cannot be folded (default);
         ``False`` leaves those in place.
+    warn_if_none : bool
+        Warn when there is nothing to fold (e.g. an already folded model, or an LSTM).
 
     Examples
     --------
@@ -149,7 +153,11 @@ def fold_batchnorm(model, strict: bool = True):
     >>> bool(np.allclose(model(x), folded(x), atol=1e-5))
     True
     """
+    model = as_functional(model)
     pairs: list[FoldPair] = batchnorm_pairs(model, strict=strict)
+    if not pairs and warn_if_none:
+        warnings.warn(f"model {model.name!r} has no BatchNormalization that follows a Conv2D, DepthwiseConv2D "
+                      "or Dense layer: nothing was folded (an unchanged copy is returned)", stacklevel=2)
     replace, weights = {}, {}
     for pair in pairs:
         layer, bn = model.get_layer(pair.layer), model.get_layer(pair.bn)

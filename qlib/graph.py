@@ -43,7 +43,8 @@ def as_functional(model):
             raise TypeError(
                 f"Sequential model {model.name!r} is not built with a known input shape; start it with "
                 "keras.Input(shape) (or call model.build((None, *shape))) before passing it to qlib")
-        return keras.Model(model.inputs, model.outputs, name=model.name)
+        ins, outs = model.inputs, model.outputs
+        return keras.Model(ins[0] if len(ins) == 1 else ins, outs[0] if len(outs) == 1 else outs, name=model.name)
     if not hasattr(model, "_run_through_graph") or not model.built:
         raise TypeError(
             f"model {model.name!r} must be a built functional or Sequential keras model; subclassed "

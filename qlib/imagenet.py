@@ -25,6 +25,10 @@ import numpy as np
 
 from .data import SETUP_HINT, MissingDataError, mobilenet_v2_state_dict
 from .folding import rebuild
+from .layers import is_weighted, kind
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TORCH_BN_EPSILON", "mobilenet_v2_imagenet",
+           "preprocess_imagenet", "class_names", "sample_photos"]
 
 #: torchvision's ImageNet input normalisation (RGB, on [0, 1] pixels)
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -42,13 +46,14 @@ def _torch_modules(state_dict: dict) -> list[tuple[str, dict]]:
 
 
 def _keras_weights(layer, params: dict) -> list[np.ndarray]:
-    if isinstance(layer, keras.layers.DepthwiseConv2D):  # (C, 1, kh, kw) -> (kh, kw, C, 1)
-        return [np.transpose(params["weight"], (2, 3, 0, 1))]
-    if isinstance(layer, keras.layers.Conv2D):  # (O, I, kh, kw) -> (kh, kw, I, O)
-        return [np.transpose(params["weight"], (2, 3, 1, 0))]
     if isinstance(layer, keras.layers.BatchNormalization):
         return [params["weight"], params["bias"], params["running_mean"], params["running_var"]]
-    if isinstance(layer, keras.layers.Dense):  # (O, I) -> (I, O)
+    k = kind(layer) if is_weighted(layer) else None
+    if k == "depthwise":  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+        return [np.transpose(params["weight"], (2, 3, 0, 1))]
+    if k == "conv2d":  # (O, I, kh, kw) -> (kh, kw, I, O)
+        return [np.transpose(params["weight"], (2, 3, 1, 0))]
+    if k == "dense":  # (O, I) -> (I, O)
         return [params["weight"].T, params["bias"]]
     raise TypeError(f"no weight mapping for layer {layer.name!r} ({type(layer).__name__})")
 
@@ -76,7 +81,7 @@ def mobilenet_v2_imagenet(state_dict: dict | None = None) -> keras.Model:
             replace[layer.name] = keras.layers.BatchNormalization.from_config(cfg)
         elif isinstance(layer, keras.layers.ZeroPadding2D):
             replace[layer.name] = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name=layer.name)
-        elif isinstance(layer, keras.layers.Conv2D) and layer.strides == (2, 2) and layer.padding == "same":
+        elif is_weighted(layer) and kind(layer) == "conv2d" and layer.strides == (2, 2) and layer.padding == "same":
             cfg = layer.get_config()  # the stem: pad explicitly like PyTorch, then a 'valid' conv
             cfg["padding"] = "valid"
             replace[layer.name] = layer.__class__.from_config(cfg)

@@ -35,7 +35,8 @@ import numpy as np
 from .quantizers import QuantParams, fit_params
 
 __all__ = [
-    "WEIGHTED", "CHANNELWISE", "GRID_PRESERVING", "SCALE_COMMUTING", "POOLING", "QUANTIZED_OUTPUT",
+    "WEIGHTED", "CHANNELWISE", "GRID_PRESERVING", "SCALE_COMMUTING", "POOLING", "ACTIVATION_LAYERS",
+    "QUANTIZED_OUTPUT",
     "kind", "is_weighted", "is_relu", "is_relu6", "is_fusable_activation", "inline_activation",
     "num_outputs", "outputs_last", "from_outputs_last", "output_ranges", "input_ranges",
     "scale_outputs", "scale_inputs", "constant_response", "quantize_kernel",
@@ -54,8 +55,10 @@ GRID_PRESERVING = (L.ZeroPadding2D, L.Dropout, L.Flatten, L.Reshape, L.MaxPoolin
 POOLING = (L.GlobalAveragePooling2D, L.AveragePooling2D)
 #: Layers that commute with a positive per-channel scale ``s``: ``f(x * s) = f(x) * s``.
 SCALE_COMMUTING = (L.ZeroPadding2D, L.Dropout, L.MaxPooling2D) + POOLING
+#: Activation layers (as opposed to a layer's own ``activation=`` argument).
+ACTIVATION_LAYERS = (L.ReLU, L.Activation)
 #: Layers whose output TFLite stores as a new int8 tensor (a quantization point), unless fused.
-QUANTIZED_OUTPUT = WEIGHTED + (L.ReLU, L.Activation, L.Add) + POOLING
+QUANTIZED_OUTPUT = WEIGHTED + ACTIVATION_LAYERS + (L.Add,) + POOLING
 
 _KINDS = {"conv2d": L.Conv2D, "depthwise": L.DepthwiseConv2D, "dense": L.Dense}
 

@@ -20,6 +20,11 @@ import keras
 import numpy as np
 from keras import layers
 
+from .layers import is_weighted, kind
+
+__all__ = ["VARIANTS", "V1_BLOCKS", "V2_BLOCKS", "make_divisible", "mobilenet_v1", "mobilenet_v2", "build",
+           "layer_costs"]
+
 VARIANTS = ("standard", "friendly")
 
 # MobileNet v1: (pointwise filters, depthwise stride) for the 13 separable blocks
@@ -219,12 +224,13 @@ def layer_costs(model) -> list[dict]:
             continue
         params = int(sum(int(np.prod(w.shape)) for w in layer.weights))
         macs = 0
-        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
+        k = kind(layer) if is_weighted(layer) else None
+        if k in ("conv2d", "depthwise"):
             h, w = layer.output.shape[1:3]
             kh, kw = layer.kernel_size
             # kernel (kh, kw, C_in, C_out) or depthwise (kh, kw, C, M): one MAC per kernel weight per pixel
             macs = h * w * kh * kw * layer.kernel.shape[2] * layer.kernel.shape[3]
-        elif isinstance(layer, layers.Dense):
+        elif k == "dense":
             macs = layer.kernel.shape[0] * layer.kernel.shape[1]
         out.append({"name": layer.name, "type": type(layer).__name__, "params": params, "macs": int(macs)})
     return out

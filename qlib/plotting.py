@@ -14,6 +14,11 @@ from plotly.subplots import make_subplots
 
 from .quantizers import compute_params, fit_params, integer_range
 
+__all__ = ["COLORS", "setup_book", "add_steps", "quantization_grid_figure", "channel_ranges_figure",
+           "levels_used_figure", "score_figure", "block_diagram", "top_k_figure", "layer_ranges_figure",
+           "epsilon_figure", "range_loss_figure", "histogram_figure", "scatter_figure", "channel_boxes_figure",
+           "per_layer_figure", "agreement_vs_bits_figure", "dead_channels_figure", "accuracy_vs_bits_figure"]
+
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 
 
@@ -277,11 +282,21 @@ def _groups(n_groups: int, per_group: int, labels) -> list:
     return [(lab, list(range(i * per_group, (i + 1) * per_group))) for i, lab in enumerate(labels)]
 
 
+def _segments(x, lo, hi):
+    """One scatter trace's x/y drawing a vertical segment [lo, hi] at each x (None-separated)."""
+    xs = np.repeat(np.asarray(x, np.float64), 3)
+    ys = np.stack([lo, hi, np.full(np.shape(lo), np.nan)], axis=1).ravel()
+    xs[2::3] = np.nan
+    return xs, ys
+
+
 def layer_ranges_figure(kernels: dict, num_bits: int = 8, title: str = "") -> go.Figure:
     """Per-channel weight ranges of several layers, one dropdown entry per layer (static HTML).
 
-    Each bar spans a channel's [min, max]; the dashed lines are the per-tensor grid's range;
-    hovering a bar shows how many distinct ``num_bits`` levels the per-tensor grid leaves it.
+    Channels are sorted by the width of their range, widest first, so that a layer of 960
+    channels still reads at a glance: each channel is a vertical segment from its minimum to its
+    maximum weight, red where the per-tensor ``num_bits`` grid (dashed: its range) leaves it
+    fewer than four distinct levels. Hover a segment for the channel's index and levels.
 
     Examples
     --------
@@ -294,65 +309,86 @@ def layer_ranges_figure(kernels: dict, num_bits: int = 8, title: str = "") -> go
 
     fig = go.Figure()
     names = list(kernels)
-    for i, name in enumerate(names):
+    for name in names:
         w = np.asarray(kernels[name], np.float64)
         lo, hi = channel_ranges(w)
         levels = levels_per_channel(w, num_bits)
+        order = np.argsort(-(hi - lo), kind="stable")
+        rank = np.arange(lo.size)
         m = float(np.abs(w).max())
-        ch = np.arange(lo.size)
-        fig.add_trace(go.Bar(x=ch, y=hi - lo, base=lo, customdata=levels, name=name,
-                             marker_color=np.where(levels < 4, COLORS[1], COLORS[0]),
-                             hovertemplate="channel %{x}: [%{base:.3g}, +%{y:.3g}]<br>"
-                                           "%{customdata} levels per-tensor<extra></extra>"))
-        for v in (-m, m):
-            fig.add_trace(go.Scatter(x=[-0.5, lo.size - 0.5], y=[v, v], mode="lines",
-                                     line=dict(dash="dash", color="gray"), hoverinfo="skip", showlegend=False))
+        for few, color, label in ((False, COLORS[0], f">= 4 of {2 ** num_bits - 1} levels"),
+                                  (True, COLORS[1], "fewer than 4 levels per tensor")):
+            sel = (levels[order] < 4) == few
+            xs, ys = _segments(rank[sel], lo[order][sel], hi[order][sel])
+            text = np.repeat([f"channel {c}: [{a:.3g}, {b:.3g}], {n} levels per tensor"
+                              for c, a, b, n in zip(order[sel], lo[order][sel], hi[order][sel], levels[order][sel])], 3)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=2), name=label,
+                                     text=text, hoverinfo="text", connectgaps=False))
+        fig.add_trace(go.Scatter(x=[-0.5, lo.size - 0.5, None, -0.5, lo.size - 0.5], y=[-m, -m, None, m, m],
+                                 mode="lines", line=dict(dash="dash", color="gray"), hoverinfo="skip",
+                                 name="per-tensor range"))
     add_steps(fig, _groups(len(names), 3, names), "dropdown", titles=[f"{title}{n}" for n in names],
               x=1.0, xanchor="right", y=1.18, yanchor="top")
-    fig.update_layout(xaxis_title="channel", yaxis_title="folded weight", showlegend=False, height=440)
+    fig.update_layout(xaxis_title="channels, sorted by range (widest first)", yaxis_title="folded weight",
+                      height=460, legend=dict(orientation="h", y=-0.2))
     return fig
 
 
 def epsilon_figure(kernel, variance, gamma, epsilons, num_bits: int = 8) -> go.Figure:
-    """Slider over BatchNorm epsilon: the folded depthwise channel ranges and their 8-bit error.
+    """Slider over BatchNorm epsilon: each folded depthwise channel's range, and its 8-bit SQNR.
 
     ``kernel`` is the unfolded depthwise kernel ``(kh, kw, C)``; ``variance`` and ``gamma`` the
-    BN's running variance and scale. For each epsilon, the folded kernel is quantized per tensor.
+    BN's running variance and scale. For each epsilon the folded kernel is quantized per tensor.
+    Channels are sorted by running variance (the dead ones, variance below 1e-3, first, in red),
+    one marker each, so hundreds of channels stay readable.
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> fig = epsilon_figure(rng.normal(size=(3, 3, 4)), np.array([1, 1, 1e-9, 1]), np.ones(4), [1e-5, 1e-3])
-    >>> len(fig.layout.sliders[0].steps)
-    2
+    >>> len(fig.layout.sliders[0].steps), len(fig.data)
+    (2, 8)
     """
     kernel = np.asarray(kernel, np.float64)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("folded channel ranges (log scale)",
-                                                        "8-bit per-tensor error per channel (SQNR, dB)"))
-    ch = np.arange(kernel.shape[-1])
-    for i, eps in enumerate(epsilons):
-        folded = kernel * (gamma / np.sqrt(variance + eps))
-        absmax = np.abs(folded).reshape(-1, folded.shape[-1]).max(axis=0)
+    variance, gamma = np.asarray(variance, np.float64), np.asarray(gamma, np.float64)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("largest |folded w| (log)", f"{num_bits}-bit per-tensor SQNR (dB)"))
+    order = np.argsort(variance, kind="stable")
+    rank = np.arange(order.size)
+    tiny = variance[order] < 1e-3
+    groups = []
+    for eps in epsilons:
+        folded = (kernel * (gamma / np.sqrt(variance + eps)))[..., order]
+        flat = folded.reshape(-1, folded.shape[-1])
+        absmax = np.abs(flat).max(axis=0)
         p = fit_params(folded, num_bits, symmetric=True, narrow_range=True)
-        err = ((folded - p.fake_quant(folded)) ** 2).reshape(-1, folded.shape[-1]).sum(axis=0)
-        sig = (folded ** 2).reshape(-1, folded.shape[-1]).sum(axis=0)
-        sqnr = 10 * np.log10(np.maximum(sig, 1e-300) / np.maximum(err, 1e-300))
-        tiny = variance < 1e-3
-        colors = np.where(tiny, COLORS[1], COLORS[0])
-        fig.add_trace(go.Bar(x=ch, y=absmax, marker_color=colors, showlegend=False,
-                             hovertemplate="channel %{x}: max |w| %{y:.3g}<extra></extra>"), 1, 1)
-        fig.add_trace(go.Bar(x=ch, y=np.clip(sqnr, -10, 60), marker_color=colors,
-                             showlegend=False, hovertemplate="channel %{x}: %{y:.1f} dB<extra></extra>"), 1, 2)
-    add_steps(fig, _groups(len(epsilons), 2, [f"{eps:.0e}" for eps in epsilons]), "slider", "epsilon = ",
-              pad=dict(t=50))
-    fig.update_layout(height=480)
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_xaxes(title_text="channel (red: running variance < 1e-3)")
+        err = ((flat - p.fake_quant(flat)) ** 2).sum(axis=0)
+        sig = (flat ** 2).sum(axis=0)
+        sqnr = np.clip(10 * np.log10(np.maximum(sig, 1e-300) / np.maximum(err, 1e-300)), -10, 60)
+        start = len(fig.data)
+        for dead, color, size, label in ((False, COLORS[0], 4, "live channel"),
+                                         (True, COLORS[1], 7, "dead channel (variance < 1e-3)")):
+            sel = tiny == dead
+            text = [f"channel {c}, variance {v:.2g}" for c, v in zip(order[sel], variance[order][sel])]
+            fig.add_trace(go.Scatter(x=rank[sel], y=absmax[sel], mode="markers", name=label, legendgroup=label,
+                                     marker=dict(color=color, size=size), text=text,
+                                     hovertemplate="%{text}<br>max |w| %{y:.3g}<extra></extra>"), 1, 1)
+            fig.add_trace(go.Scatter(x=rank[sel], y=sqnr[sel], mode="markers", name=label, legendgroup=label,
+                                     showlegend=False, marker=dict(color=color, size=size), text=text,
+                                     hovertemplate="%{text}<br>%{y:.1f} dB<extra></extra>"), 1, 2)
+        groups.append((f"{eps:.0e}", list(range(start, len(fig.data)))))
+    add_steps(fig, groups, "slider", "epsilon = ", pad=dict(t=60))
+    fig.update_layout(height=540, margin=dict(t=100), legend=dict(orientation="h", y=1.2, yanchor="bottom", x=0))
+    fig.update_yaxes(type="log", dtick=1, row=1, col=1)
+    fig.update_xaxes(title_text="channels, sorted by running variance")
     return fig
 
 
 def range_loss_figure(x, num_bits: int = 4, bins: int = 512, steps: int = 40) -> go.Figure:
     """Slider that clips a tensor's range: its histogram, the grid, and the two losses it trades off.
+
+    The histogram's counts are on a log axis: a tensor after a ReLU has a huge bin of exact zeros
+    that would otherwise flatten every other bin.
 
     Examples
     --------
@@ -369,14 +405,16 @@ def range_loss_figure(x, num_bits: int = 4, bins: int = 512, steps: int = 40) ->
     q_loss, s_loss = zip(*[quantization_loss(counts, centres, f * lo0, f * hi0, num_bits) for f in fracs])
     fig = make_subplots(rows=1, cols=2, subplot_titles=("histogram and the quantization grid",
                                                         "loss against the clipping fraction"))
-    fig.add_trace(go.Bar(x=centres, y=counts, marker_color="#bbbbbb", showlegend=False), 1, 1)
+    fig.add_trace(go.Bar(x=centres, y=counts, marker_color="#888888", name="histogram (log counts)",
+                         hovertemplate="%{x:.3g}: %{y} values<extra></extra>"), 1, 1)
     n_fixed = 1
+    top = float(counts.max()) * 2
     for i, f in enumerate(fracs):
         p = compute_params(f * lo0, f * hi0, num_bits)
         grid = (np.arange(p.qmin, p.qmax + 1) - int(p.zero_point)) * float(p.scale)
-        fig.add_trace(go.Scatter(x=np.repeat(grid, 3), y=np.tile([0, counts.max(), None], grid.size),
-                                 mode="lines", line=dict(color=COLORS[0], width=1),
-                                 name="grid", showlegend=False), 1, 1)
+        fig.add_trace(go.Scatter(x=np.repeat(grid, 3), y=np.tile([0.5, top, None], grid.size),
+                                 mode="lines", line=dict(color=COLORS[0], width=1), hoverinfo="skip",
+                                 name=f"the {num_bits}-bit grid"), 1, 1)
     total = np.array(q_loss) + np.array(s_loss)
     fig.add_trace(go.Scatter(x=fracs, y=q_loss, name="quantization loss", line=dict(color=COLORS[0])), 1, 2)
     fig.add_trace(go.Scatter(x=fracs, y=s_loss, name="saturation loss", line=dict(color=COLORS[1])), 1, 2)
@@ -384,10 +422,210 @@ def range_loss_figure(x, num_bits: int = 4, bins: int = 512, steps: int = 40) ->
     add_steps(fig, [(f"{f:.2f}", [n_fixed + i]) for i, f in enumerate(fracs)], "slider",
               "fraction of min-max range kept: ",
               [f"range x {f:.2f}: quantization {q_loss[i]:.2e}, saturation {s_loss[i]:.2e}" for i, f in enumerate(fracs)],
-              pad=dict(t=50))
-    fig.update_layout(height=500, legend=dict(orientation="h", y=-0.45))
+              pad=dict(t=60))
+    fig.update_layout(height=540, margin=dict(t=130), title_y=0.97,
+                      legend=dict(orientation="h", y=1.13, yanchor="bottom", x=0))
+    fig.update_yaxes(type="log", range=[np.log10(0.5), np.log10(top)], title_text="values per bin", row=1, col=1)
+    fig.update_xaxes(title_text="value", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(autorange="reversed", title_text="fraction of the min-max range", row=1, col=2)
+    return fig
+
+
+def histogram_figure(values, nbins: int = 90, log10: bool = False, vline: float | None = None,
+                     title: str = "", x_title: str = "value", y_title: str = "count") -> go.Figure:
+    """A histogram of ``values`` (of their base-10 logarithm with ``log10``), with an optional dashed line.
+
+    Examples
+    --------
+    >>> fig = histogram_figure([1e-9, 1e-3, 1.0, 2.0], log10=True, vline=-3)
+    >>> fig.data[0].type, round(float(min(fig.data[0].x)), 1)
+    ('histogram', -9.0)
+    """
+    v = np.ravel(np.asarray(values, np.float64))
+    x = np.log10(np.maximum(v, np.finfo(np.float64).tiny)) if log10 else v
+    fig = go.Figure(go.Histogram(x=x, nbinsx=nbins, marker_color=COLORS[0]))
+    if vline is not None:
+        fig.add_vline(x=vline, line_dash="dash", line_color=COLORS[1])
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=380)
+    return fig
+
+
+def scatter_figure(x, y, log_x: bool = False, log_y: bool = False, color=None, title: str = "",
+                   x_title: str = "", y_title: str = "") -> go.Figure:
+    """A plain scatter plot of many points (WebGL), optionally on log axes and coloured by a boolean mask.
+
+    Examples
+    --------
+    >>> fig = scatter_figure([1, 10, 100], [3, 2, 1], log_x=True, color=[True, False, False])
+    >>> fig.layout.xaxis.type, len(fig.data)
+    ('log', 2)
+    """
+    x, y = np.ravel(np.asarray(x, np.float64)), np.ravel(np.asarray(y, np.float64))
+    mask = np.zeros(x.size, bool) if color is None else np.ravel(np.asarray(color, bool))
+    fig = go.Figure()
+    for flag, c, name in ((False, COLORS[0], "" if color is None else "other"), (True, COLORS[1], "marked")):
+        if np.any(mask == flag):
+            fig.add_trace(go.Scattergl(x=x[mask == flag], y=y[mask == flag], mode="markers", name=name,
+                                       marker=dict(size=3 if x.size > 1000 else 5, color=c),
+                                       showlegend=color is not None))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=400,
+                      xaxis_type="log" if log_x else "linear", yaxis_type="log" if log_y else "linear")
+    return fig
+
+
+def channel_boxes_figure(w, title: str = "") -> go.Figure:
+    """One box per output channel (last axis) over that channel's weights: the DFQ paper's Figure 2.
+
+    Examples
+    --------
+    >>> fig = channel_boxes_figure(np.random.default_rng(0).normal(size=(3, 3, 5)))
+    >>> len(fig.data), fig.data[0].type
+    (5, 'box')
+    """
+    w = np.asarray(w, np.float64)
+    flat = w.reshape(-1, w.shape[-1])
+    fig = go.Figure([go.Box(y=flat[:, c], name=str(c), marker_color=COLORS[0], showlegend=False, boxpoints=False)
+                     for c in range(flat.shape[1])])
+    fig.update_layout(title=title, xaxis_title="output channel", yaxis_title="weight", height=420)
+    return fig
+
+
+def per_layer_figure(panels: dict, y_title: str, log_y: bool = True, hline: float | None = None,
+                     x_title: str = "layer") -> go.Figure:
+    """Side-by-side panels of per-layer values, one line per series: ``{panel: {series: values}}``.
+
+    Every panel gets the same explicit y axis (type and range) with its own tick labels, so the
+    panels can be compared (plotly may ignore ``matches`` between subplots).
+
+    Examples
+    --------
+    >>> fig = per_layer_figure({"v1": {"standard": [1, 30], "friendly": [1, 2]}, "V2": {"standard": [2, 9]}},
+    ...                        "ratio")
+    >>> fig.layout.yaxis.type, fig.layout.yaxis2.type, list(fig.layout.yaxis2.range) == list(fig.layout.yaxis.range)
+    ('log', 'log', True)
+    """
+    names = list(panels)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.08)
+    series = list(dict.fromkeys(k for p in panels.values() for k in p))
+    all_vals = np.concatenate([np.asarray(v, np.float64) for p in panels.values() for v in p.values()]
+                              + ([np.array([hline])] if hline is not None else []))
+    for col, name in enumerate(names, start=1):
+        for j, label in enumerate(series):
+            if label not in panels[name]:
+                continue
+            v = np.asarray(panels[name][label], np.float64)
+            fig.add_trace(go.Scatter(x=np.arange(1, v.size + 1), y=v, mode="lines+markers", name=label,
+                                     legendgroup=label, showlegend=col == 1,
+                                     line=dict(color=COLORS[j % len(COLORS)])), 1, col)
+        if hline is not None:
+            fig.add_hline(y=hline, line_dash="dash", line_color="gray", row=1, col=col)
+    if log_y:
+        lo, hi = np.log10(all_vals[all_vals > 0].min()), np.log10(all_vals.max())
+        pad = 0.05 * max(hi - lo, 0.1)
+        fig.update_yaxes(type="log", range=[lo - pad, hi + pad], showticklabels=True)
+    else:
+        pad = 0.05 * max(all_vals.max() - all_vals.min(), 1e-9)
+        fig.update_yaxes(range=[all_vals.min() - pad, all_vals.max() + pad], showticklabels=True)
+    fig.update_yaxes(title_text=y_title, col=1)
+    fig.update_xaxes(title_text=x_title)
+    fig.update_layout(height=420, legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def agreement_vs_bits_figure(records: list, title: str = "", lines=None, ci_field: str | None = None) -> go.Figure:
+    """Top-1 agreement with float against weight bits, with error bars when records carry an interval.
+
+    ``records`` are dicts with ``weight_bits``, ``agreement``, the interval ``ci_field`` (a
+    ``[low, high]`` pair, e.g. ``"agreement_ci95_photo_bootstrap"``) if given, and the fields named
+    in ``lines``: ``{label: {field: value}}`` (default: per tensor vs per channel).
+
+    Examples
+    --------
+    >>> recs = [dict(weight_bits=b, per_channel=pc, agreement=a) for b, pc, a in [(4, False, .2), (8, False, .8),
+    ...                                                                          (4, True, .7), (8, True, .97)]]
+    >>> [t.name for t in agreement_vs_bits_figure(recs).data]
+    ['per tensor', 'per channel']
+    >>> for r in recs: r["ci"] = [r["agreement"] - 0.05, r["agreement"] + 0.02]
+    >>> [round(v, 2) for v in agreement_vs_bits_figure(recs, ci_field="ci").data[0].error_y.arrayminus]
+    [0.05, 0.05]
+    """
+    lines = lines or {"per tensor": {"per_channel": False}, "per channel": {"per_channel": True}}
+    fig = go.Figure()
+    for j, (label, sel) in enumerate(lines.items()):
+        rs = sorted((r for r in records if all(r.get(k) == v for k, v in sel.items())), key=lambda r: r["weight_bits"])
+        err = None
+        if ci_field is not None and rs:
+            err = dict(type="data", symmetric=False, array=[r[ci_field][1] - r["agreement"] for r in rs],
+                       arrayminus=[r["agreement"] - r[ci_field][0] for r in rs])
+        fig.add_trace(go.Scatter(x=[r["weight_bits"] for r in rs], y=[r["agreement"] for r in rs], error_y=err,
+                                 mode="lines+markers", name=label, line=dict(color=COLORS[j % len(COLORS)])))
+    ticks = sorted({r["weight_bits"] for r in records})
+    fig.update_layout(title=title, xaxis_title="weight bits", yaxis_title="top-1 agreement with float",
+                      yaxis_range=[0, 1.02], height=420, legend=dict(orientation="h", y=-0.2))
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[str(t) for t in ticks])
+    return fig
+
+
+def dead_channels_figure(layers: dict, num_bits: int = 8, title: str = "") -> go.Figure:
+    """Per-channel ``max |w|`` of depthwise layers before and after BatchNorm folding, dead channels marked.
+
+    ``layers`` maps a layer name to ``(raw kernel, folded kernel, dead mask)`` or ``(raw, folded, dead,
+    quiet)`` (kernels with channels last; ``quiet``: channels with one sign of being dead but not
+    the other). Channels are sorted by their folded range; the dashed line is one step of the
+    per-tensor ``num_bits`` grid after folding: a live channel below a few steps keeps only a few
+    levels. One dropdown entry per layer.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> raw = rng.normal(size=(3, 3, 6)); folded = raw * np.array([1, 1, 1, 1, 300, 300])
+    >>> fig = dead_channels_figure({"dw": (raw, folded, np.array([0, 0, 0, 0, 1, 1], bool))})
+    >>> len(fig.data), fig.layout.yaxis.type
+    (7, 'log')
+    """
+    from .quantizers import integer_range
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=("before folding", "after folding"))
+    names, groups, lo_all, hi_all = list(layers), [], [], []
+    qmax = integer_range(num_bits, True)[1]
+    kinds = (("live", COLORS[0], 4, "live channel"), ("quiet", COLORS[3], 5, "one sign only (quiet)"),
+             ("dead", COLORS[1], 7, "dead channel"))
+    for name in names:
+        raw, folded, dead, *rest = layers[name]
+        dead = np.asarray(dead, bool)
+        quiet = np.asarray(rest[0], bool) & ~dead if rest else np.zeros_like(dead)
+        kind_of = np.where(dead, "dead", np.where(quiet, "quiet", "live"))
+        r = np.abs(np.asarray(raw, np.float64)).reshape(-1, dead.size).max(axis=0)
+        f = np.abs(np.asarray(folded, np.float64)).reshape(-1, dead.size).max(axis=0)
+        order = np.argsort(-f, kind="stable")
+        rank = np.arange(dead.size)
+        start = len(fig.data)
+        for key, color, size, label in kinds:
+            sel = kind_of[order] == key
+            text = [f"channel {c}" for c in order[sel]]
+            for col, vals in ((1, r), (2, f)):
+                fig.add_trace(go.Scatter(x=rank[sel], y=vals[order][sel], mode="markers", name=label,
+                                         legendgroup=label, showlegend=col == 1, text=text,
+                                         marker=dict(color=color, size=size),
+                                         hovertemplate="%{text}: %{y:.3g}<extra></extra>"), 1, col)
+        step = f.max() / qmax
+        fig.add_trace(go.Scatter(x=[0, dead.size - 1], y=[step, step], mode="lines", hoverinfo="skip",
+                                 line=dict(dash="dash", color="gray"),
+                                 name=f"one step of the per-tensor {num_bits}-bit grid"), 1, 2)
+        groups.append((name, list(range(start, len(fig.data)))))
+        pos = np.concatenate([r[r > 0], f[f > 0]])
+        lo_all.append(pos.min())
+        hi_all.append(pos.max())
+    rng = [np.log10(min(lo_all)) - 0.2, np.log10(max(hi_all)) + 0.2]
+    fig.update_yaxes(type="log", range=rng, showticklabels=True, dtick=1)
+    fig.update_yaxes(title_text="largest |w| in the channel", col=1)
+    fig.update_xaxes(title_text="channels, sorted by folded range")
+    if len(names) > 1:
+        add_steps(fig, groups, "dropdown", titles=[f"{title}{n}" for n in names],
+                  x=1.0, xanchor="right", y=1.25, yanchor="bottom")
+    fig.update_layout(title=dict(text=f"{title}{names[0]}", y=0.97), height=500, margin=dict(t=110),
+                      legend=dict(orientation="h", y=-0.22))
     return fig
 
 

@@ -21,6 +21,9 @@ import numpy as np
 
 from ._checks import check_array, check_axis, check_min_max, check_num_bits
 
+__all__ = ["TFLITE_MIN_RANGE", "round_half_away", "integer_range", "QuantParams", "compute_params",
+           "tensor_min_max", "fit_params", "quantize", "dequantize", "fake_quant"]
+
 #: TFLite's converter widens a range narrower than this to this width (centred), so that an
 #: all-zero or nearly-zero channel never gets a zero or denormal scale.
 TFLITE_MIN_RANGE = 1e-6
@@ -350,49 +353,3 @@ def _check_params(params) -> QuantParams:
             f"params must be a QuantParams (from compute_params or fit_params), got {type(params).__name__}"
         )
     return params
-
-
-def fake_quant_ste(x, min_val, max_val, num_bits: int = 8, narrow_range: bool = False):
-    """Differentiable fake quantization for Keras/TensorFlow (straight-through estimator).
-
-    Forward: asymmetric per-tensor quantize-dequantize of ``x`` to the grid of
-    :func:`compute_params` (``min_val``/``max_val`` floats). Backward: the gradient passes
-    through unchanged inside the representable range and is zero outside it (clipped values
-    do not move), as in ``tf.quantization.fake_quant_with_min_max_vars``.
-
-    Examples
-    --------
-    >>> import tensorflow as tf
-    >>> x = tf.constant([0.3, 0.7, 5.0])
-    >>> with tf.GradientTape() as tape:
-    ...     tape.watch(x)
-    ...     y = fake_quant_ste(x, 0.0, 1.0, num_bits=2)
-    >>> [round(float(v), 4) for v in y], tape.gradient(y, x).numpy().tolist()
-    ([0.3333, 0.6667, 1.0], [1.0, 1.0, 0.0])
-    """
-    import tensorflow as tf
-
-    p = compute_params(float(min_val), float(max_val), num_bits, False, narrow_range)
-    scale, zp = float(p.scale), float(p.zero_point)
-    lo, hi = (p.qmin - zp) * scale, (p.qmax - zp) * scale
-
-    @tf.custom_gradient
-    def _fq(t):
-        q = tf.clip_by_value(_tf_round_half_away(t / scale) + zp, p.qmin, p.qmax)
-        y = (q - zp) * scale
-
-        def grad(dy):
-            inside = tf.logical_and(t >= lo, t <= hi)
-            return dy * tf.cast(inside, dy.dtype)
-
-        return y, grad
-
-    return _fq(tf.convert_to_tensor(x, dtype=tf.float32))
-
-
-def _tf_round_half_away(t):
-    import tensorflow as tf
-
-    whole = tf.sign(t) * tf.floor(tf.abs(t))
-    frac = t - whole  # exact, so 0.49999997 does not round up
-    return whole + tf.where(tf.abs(frac) >= 0.5, tf.sign(t), tf.zeros_like(t))

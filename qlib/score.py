@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+__all__ = ["lpirc_score"]
+
 
 def lpirc_score(accuracy: float, runtime_s: float, num_images: int, budget_ms: float = 30.0) -> float:
     """``accuracy / max(budget x num_images, runtime)``, in accuracy per second.

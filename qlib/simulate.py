@@ -22,12 +22,12 @@ import numpy as np
 from ._checks import check_batch, check_num_bits
 from .folding import fold_batchnorm
 from .graph import as_functional, consumers, producers
-from .layers import (GRID_PRESERVING, QUANTIZED_OUTPUT, WEIGHTED, inline_activation, is_fusable_activation,
+from .layers import (ACTIVATION_LAYERS, GRID_PRESERVING, QUANTIZED_OUTPUT, WEIGHTED, inline_activation, is_fusable_activation,
                      quantize_kernel)
 from .quantizers import compute_params, integer_range, round_half_away
 from .ranges import minmax
 
-__all__ = ["FakeQuant", "quantize_kernel", "quantization_points", "Simulator", "quantize_model"]
+__all__ = ["FakeQuant", "quantize_kernel", "quantization_points", "Simulator", "quantize_model", "fake_quant_ste"]
 
 
 class FakeQuant(keras.layers.Layer):
@@ -108,7 +108,8 @@ def quantization_points(model) -> list[str]:
         elif isinstance(layer, keras.layers.BatchNormalization):
             raise ValueError(f"layer {layer.name!r}: fold BatchNormalization first (qlib.folding.fold_batchnorm)")
         elif isinstance(layer, QUANTIZED_OUTPUT):
-            if isinstance(layer, keras.layers.Activation) and not is_fusable_activation(layer) and \
+            if isinstance(layer, ACTIVATION_LAYERS) and not is_fusable_activation(layer) and \
+                    getattr(layer, "activation", None) is not None and \
                     getattr(layer.activation, "__name__", "") != "linear":
                 raise ValueError(f"layer {layer.name!r}: activation {layer.activation.__name__!r} is not "
                                  "supported by the quantization simulator (relu, relu6 and linear are)")
@@ -164,7 +165,7 @@ class Simulator:
         model = as_functional(model)
         data = check_batch(calibration_data, model.input.shape[1:], "calibration_data")
         self.model = model
-        self.folded = fold_batchnorm(model)
+        self.folded = fold_batchnorm(model, warn_if_none=False)
         self.points = quantization_points(self.folded)
         self.calibration_data = data
         probe = keras.Model(self.folded.inputs, [self.folded.get_layer(p).output for p in self.points])
@@ -286,6 +287,7 @@ def quantize_model(model, weight_bits: int | None = 8, activation_bits: int | No
     ...
     ValueError: calibration_data is empty: pass at least one input sample, shape (N, 32, 32, 3)
     """
+    model = as_functional(model)
     if calibration_data is None:
         if activation_bits is not None:
             raise ValueError("calibration_data is required to set activation ranges "
@@ -294,3 +296,49 @@ def quantize_model(model, weight_bits: int | None = 8, activation_bits: int | No
     sim = Simulator(model, calibration_data)
     return sim.quantize(weight_bits, activation_bits, per_channel, range_setter, activation_range_setter,
                         quantize_bias)
+
+
+def fake_quant_ste(x, min_val, max_val, num_bits: int = 8, narrow_range: bool = False):
+    """Differentiable fake quantization for Keras/TensorFlow (straight-through estimator).
+
+    Forward: asymmetric per-tensor quantize-dequantize of ``x`` to the grid of
+    :func:`compute_params` (``min_val``/``max_val`` floats). Backward: the gradient passes
+    through unchanged inside the representable range and is zero outside it (clipped values
+    do not move), as in ``tf.quantization.fake_quant_with_min_max_vars``.
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> x = tf.constant([0.3, 0.7, 5.0])
+    >>> with tf.GradientTape() as tape:
+    ...     tape.watch(x)
+    ...     y = fake_quant_ste(x, 0.0, 1.0, num_bits=2)
+    >>> [round(float(v), 4) for v in y], tape.gradient(y, x).numpy().tolist()
+    ([0.3333, 0.6667, 1.0], [1.0, 1.0, 0.0])
+    """
+    import tensorflow as tf
+
+    p = compute_params(float(min_val), float(max_val), num_bits, False, narrow_range)
+    scale, zp = float(p.scale), float(p.zero_point)
+    lo, hi = (p.qmin - zp) * scale, (p.qmax - zp) * scale
+
+    @tf.custom_gradient
+    def _fq(t):
+        q = tf.clip_by_value(_tf_round_half_away(t / scale) + zp, p.qmin, p.qmax)
+        y = (q - zp) * scale
+
+        def grad(dy):
+            inside = tf.logical_and(t >= lo, t <= hi)
+            return dy * tf.cast(inside, dy.dtype)
+
+        return y, grad
+
+    return _fq(tf.convert_to_tensor(x, dtype=tf.float32))
+
+
+def _tf_round_half_away(t):
+    import tensorflow as tf
+
+    whole = tf.sign(t) * tf.floor(tf.abs(t))
+    frac = t - whole  # exact, so 0.49999997 does not round up
+    return whole + tf.where(tf.abs(frac) >= 0.5, tf.sign(t), tf.zeros_like(t))

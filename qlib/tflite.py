@@ -16,6 +16,8 @@ import numpy as np
 
 from ._checks import check_array
 
+__all__ = ["convert_int8", "interpreter", "TFLiteWeight", "weight_tensors"]
+
 
 def _tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

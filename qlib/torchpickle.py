@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["LEGACY_MAGIC", "load_legacy_state_dict"]
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 _STORAGE_DTYPES = {

@@ -9,9 +9,12 @@ is deserialised), after checking the checksum.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from .data import sha256_file
+
+__all__ = ["MODELS_DIR", "manifest", "load_model"]
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 
@@ -62,5 +65,15 @@ def load_model(name: str, models_dir: Path | str = MODELS_DIR):
     config = dict(entry["config"])
     config["input_shape"] = tuple(config["input_shape"])
     model = build(**config)
-    model.load_weights(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Keras only warns when objects of the file cannot be loaded
+            model.load_weights(path)
+    except Exception as exc:  # h5py OSError, Keras ValueError or warning: a file that does not fit
+        raise ValueError(
+            f"weights file {path} could not be loaded into zoo model {name!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}); the file is corrupted or belongs to another architecture "
+            f"(its manifest entry says {entry['config']}). Restore data/models from git (git checkout -- "
+            f"{Path('data/models') / entry['file']} data/models/manifest.json) or retrain with: {entry['command']}"
+        ) from exc
     return model

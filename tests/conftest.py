@@ -14,3 +14,28 @@ settings.load_profile("qbook")
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    """Fashion-MNIST splits (network inputs) and the LPIRC calibration set, loaded once per session."""
+    from qlib.data import fashion_mnist_splits, one_per_class
+
+    s = fashion_mnist_splits()
+    calib, _ = one_per_class(s["x_val"], s["y_val"])
+    return s, calib
+
+
+@pytest.fixture(scope="session")
+def zoo_model():
+    """``zoo_model(name)``: a zoo model, loaded once per session (do not modify it in a test)."""
+    from qlib.zoo import load_model
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = load_model(name)
+        return cache[name]
+
+    return get

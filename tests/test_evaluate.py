@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from qlib.cache import cached, model_hash
-from qlib.data import fashion_mnist_splits, one_per_class
+from qlib.data import one_per_class
 from qlib.evaluate import evaluate, fidelity, wilson_interval
 from qlib.tflite import convert_int8
-from qlib.zoo import load_model
 
 
 def test_wilson_interval_brackets_the_estimate():
@@ -28,10 +27,10 @@ def test_fidelity_of_identical_logits():
         fidelity(ref, ref[:5])
 
 
-def test_keras_and_int8_tflite_on_real_data():
-    s = fashion_mnist_splits()
+def test_keras_and_int8_tflite_on_real_data(fmnist, zoo_model):
+    s, _ = fmnist
     x, y = s["x_test"][:1000], s["y_test"][:1000]
-    model = load_model("v1_standard")
+    model = zoo_model("v1_standard")
     ref = model.predict(x, batch_size=500, verbose=0)
     fp = evaluate(model, x, y, reference=ref)
     assert fp.agreement == 1.0 and fp.accuracy > 0.9 and fp.ci_low < fp.accuracy < fp.ci_high
@@ -55,16 +54,16 @@ def test_evaluate_rejects_bad_input():
         evaluate(object(), np.zeros((1, 3)), np.zeros(1))
 
 
-def test_one_per_class_calibration_set():
-    s = fashion_mnist_splits()
+def test_one_per_class_calibration_set(fmnist):
+    s, _ = fmnist
     x, y = one_per_class(s["x_val"], s["y_val"])
     assert x.shape == (10, 32, 32, 3) and sorted(y.tolist()) == list(range(10))
     with pytest.raises(ValueError, match="only"):
         one_per_class(x, y, per_class=2)
 
 
-def test_cache_keys_on_model_hash_and_refreshes(tmp_path):
-    m = load_model("v2_friendly")
+def test_cache_keys_on_model_hash_and_refreshes(tmp_path, zoo_model):
+    m = zoo_model("v2_friendly")
     key = {"model": model_hash(m), "bits": 8}
     calls = []
     compute = lambda: calls.append(1) or {"accuracy": 0.5}

@@ -174,7 +174,7 @@ def test_per_channel_shape_mismatch():
 
 def test_fake_quant_ste_matches_numpy_and_passes_gradient(rng):
     tf = pytest.importorskip("tensorflow")
-    from qlib.quantizers import fake_quant_ste
+    from qlib.simulate import fake_quant_ste
 
     x = rng.uniform(-2, 3, size=1000).astype(np.float32)
     p = compute_params(-1.0, 2.0, 4)

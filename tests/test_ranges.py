@@ -91,3 +91,90 @@ def test_setters_reject_bad_input():
         minmax(np.ones(3), num_bits=1)
     with pytest.raises(ValueError, match="axis"):
         percentile(np.ones((2, 2)), axis=5)
+
+
+# --- the vectorized greedy search against the per-row reference it replaced ----------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from qlib.ranges import _greedy_row_reference, _greedy_rows, _pairwise_sum  # noqa: E402
+
+
+def _reference(counts, centres, bits, symmetric, max_steps=1000):
+    return np.array([_greedy_row_reference(c, m, bits, symmetric, max_steps) for c, m in zip(counts, centres)])
+
+
+def _vectorized(counts, centres, bits, symmetric, max_steps=1000):
+    return np.stack(_greedy_rows(counts, centres, bits, symmetric, max_steps), axis=1)
+
+
+@st.composite
+def histograms(draw):
+    """A few rows of (counts, centres) as ``histogram`` makes them: sparse, dense, mirrored, with ties."""
+    bins = draw(st.sampled_from([2, 3, 7, 8, 9, 16, 64, 127, 128, 129, 200, 512]))
+    rows = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    kind = draw(st.sampled_from(["normal", "heavy", "few", "mirrored", "offset", "equal"]))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))  # activations are float32: so are their bins
+    rng = np.random.default_rng(seed)
+    counts, centres = [], []
+    for _ in range(rows):
+        if kind == "normal":
+            x = rng.normal(size=int(rng.integers(1, 2000))) * rng.uniform(1e-3, 10)
+        elif kind == "heavy":
+            x = np.r_[rng.laplace(size=300), rng.uniform(-40, 40, 3)]
+        elif kind == "few":  # a depthwise channel: nine values in many bins
+            x = rng.normal(size=9)
+        elif kind == "mirrored":  # exactly symmetric data: mirrored moves tie
+            h = rng.normal(size=100)
+            x = np.r_[h, -h]
+        elif kind == "offset":  # one-sided, e.g. a ReLU output
+            x = np.abs(rng.normal(size=500)) + rng.uniform(0, 3)
+        else:  # repeated values: many equal counts
+            x = np.repeat(np.linspace(-1, 1, int(rng.integers(2, 9))), 5)
+        c, m = histogram(x.astype(dtype), bins)
+        counts.append(c)
+        centres.append(m)
+    return np.stack(counts), np.stack(centres)
+
+
+@settings(max_examples=40)
+@given(histograms(), st.sampled_from([2, 3, 4, 6, 8, 16]), st.booleans())
+def test_vectorized_greedy_equals_the_per_row_reference(hist, bits, symmetric):
+    counts, centres = hist
+    assert np.array_equal(_vectorized(counts, centres, bits, symmetric), _reference(counts, centres, bits, symmetric))
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_vectorized_greedy_equals_reference_on_exact_ties_and_few_steps(symmetric):
+    # a histogram symmetric about 0: raising min and lowering max give the same grid up to the
+    # sign, so the two moves' losses tie (or differ in the last bit): the first move must win in both
+    centres = np.linspace(-1, 1, 64)
+    counts = np.r_[np.arange(32), np.arange(32)[::-1]]
+    rows = np.stack([counts, counts[::-1], np.ones(64, int)])
+    cen = np.stack([centres] * 3)
+    for bits in (2, 3, 5):
+        for max_steps in (0, 1, 3, 1000):
+            assert np.array_equal(_vectorized(rows, cen, bits, symmetric, max_steps),
+                                  _reference(rows, cen, bits, symmetric, max_steps))
+
+
+def test_greedy_search_is_per_channel_reference_on_a_real_layer_shape(rng):
+    w = rng.normal(size=(1, 1, 64, 16)) * rng.uniform(0.01, 2, size=16)
+    for symmetric in (False, True):
+        lo, hi = greedy_search(w, axis=-1, num_bits=4, symmetric=symmetric)
+        rows = np.moveaxis(w, -1, 0).reshape(16, -1)
+        hists = [histogram(r, 512) for r in rows]
+        ref = _reference(np.stack([h[0] for h in hists]), np.stack([h[1] for h in hists]), 4, symmetric)
+        assert np.array_equal(np.stack([lo, hi], 1), ref)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 700))
+def test_pairwise_sum_is_numpys_sum_bit_for_bit(seed, width):
+    rng = np.random.default_rng(seed)
+    a = rng.exponential(size=(20, width)) * 10.0 ** rng.integers(-8, 8, size=(20, width))
+    n = rng.integers(0, width + 1, size=20)
+    start = np.array([rng.integers(0, width - m + 1) for m in n])
+    expected = np.array([a[k, s:s + m].sum() for k, (s, m) in enumerate(zip(start, n))])
+    assert np.array_equal(_pairwise_sum(a, start, n), expected)

@@ -4,19 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from qlib.data import fashion_mnist_splits, one_per_class
 from qlib.evaluate import evaluate, fidelity, predict
 from qlib.quantizers import compute_params, fit_params, round_half_away
 from qlib.simulate import FakeQuant, Simulator, quantization_points, quantize_model
 from qlib.tflite import convert_int8
-from qlib.zoo import load_model
-
-
-@pytest.fixture(scope="module")
-def fmnist():
-    s = fashion_mnist_splits()
-    calib, _ = one_per_class(s["x_val"], s["y_val"])
-    return s, calib
 
 
 def _tiny():
@@ -64,35 +55,41 @@ def test_fake_quant_layer_matches_numpy():
     assert np.max(np.abs(fq(x).numpy() - ref)) < 1e-6
 
 
-def test_float_configuration_is_the_folded_model(fmnist):
+def test_float_configuration_is_the_folded_model(fmnist, zoo_model):
     s, calib = fmnist
-    m = load_model("v2_standard")
+    m = zoo_model("v2_standard")
     q = Simulator(m, calib).quantize(None, None)
     x = s["x_test"][:64]
     assert np.max(np.abs(q(x).numpy() - m(x).numpy())) < 1e-3
 
 
-def test_per_channel_w8a8_within_one_point_of_float(fmnist):
+def test_per_channel_w8a8_within_one_point_of_float(fmnist, zoo_model):
+    """On 2,000 test images (the full 10k are in the shipped sweep, checked in test_analysis).
+
+    Float and W8A8 disagree on well under 1% of images, so the paired accuracy difference on 2,000
+    images has a standard error below 0.2 points: one point is over five standard errors away.
+    """
     s, calib = fmnist
-    m = load_model("v2_standard")
-    fp = evaluate(m, s["x_test"], s["y_test"], batch_size=1000)
-    q = evaluate(quantize_model(m, 8, 8, per_channel=True, calibration_data=calib), s["x_test"], s["y_test"],
-                 batch_size=1000)
-    assert abs(fp.accuracy - q.accuracy) < 0.01
+    m = zoo_model("v2_standard")
+    x, y = s["x_test"][:2000], s["y_test"][:2000]
+    fp = evaluate(m, x, y, batch_size=1000)
+    q = evaluate(quantize_model(m, 8, 8, per_channel=True, calibration_data=calib), x, y, batch_size=1000,
+                 reference=m)
+    assert abs(fp.accuracy - q.accuracy) < 0.01 and q.agreement > 0.98
 
 
-def test_low_bits_per_tensor_collapses_per_channel_survives(fmnist):
+def test_low_bits_per_tensor_collapses_per_channel_survives(fmnist, zoo_model):
     s, calib = fmnist
-    sim = Simulator(load_model("v1_standard"), calib)
+    sim = Simulator(zoo_model("v1_standard"), calib)
     x, y = s["x_test"][:2000], s["y_test"][:2000]
     pt = evaluate(sim.quantize(4, 8, per_channel=False), x, y).accuracy
     pc = evaluate(sim.quantize(4, 8, per_channel=True), x, y).accuracy
     assert pt < 0.5 < 0.8 < pc
 
 
-def test_simulation_agrees_with_tflite_int8_kernels(fmnist):
+def test_simulation_agrees_with_tflite_int8_kernels(fmnist, zoo_model):
     s, calib = fmnist
-    m = load_model("v1_standard")
+    m = zoo_model("v1_standard")
     x = s["x_test"][:1000]
     tfl = predict(convert_int8(m, calib), x)
     sim = predict(quantize_model(m, 8, 8, per_channel=True, calibration_data=calib), x)

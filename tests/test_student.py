@@ -1,0 +1,105 @@
+"""Student notebooks (``make student``): one per chapter, no solution in them, and they run.
+
+The notebooks are written by ``scripts/notebooks.py student`` (jupytext + nbconvert's tag and regex
+preprocessors) into ``_build/student/``. The tests check the solution convention in the chapter
+sources (so an author who forgets a tag hears about it here), that nothing of a solution reaches a
+student, that nothing else is lost, and that every student notebook executes top to bottom in a
+fresh kernel (nbclient), ipywidgets cells included. Executing the full chapters is the book build's
+job (``execute_notebooks: force``), so each chapter runs twice per ``make test``, not three times.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "_build" / "student"
+sys.path.insert(0, str(ROOT / "scripts"))
+import notebooks  # noqa: E402  (scripts/notebooks.py)
+
+pytestmark = pytest.mark.book
+CHAPTERS = notebooks.chapters()
+START, END = "{solution-start}", "{solution-end}"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="module")
+def students():
+    """What `make student` writes (written again here, so the test never reads a stale copy)."""
+    written = notebooks.write("student", OUT)
+    return {p.stem: nbformat.read(p, as_version=4) for p in written}
+
+
+def _solution_cells(nb) -> list[int]:
+    """Indices of the cells from a `{solution-start}` cell to its `{solution-end}` cell."""
+    inside, found = False, []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and START in cell.source:
+            inside = True
+        if inside:
+            found.append(i)
+        if cell.cell_type == "markdown" and END in cell.source:
+            inside = False
+    return found
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_follows_the_solution_convention(md):
+    """README, "Writing exercises": solutions in cells of their own, their cells tagged `solution`."""
+    nb = notebooks.read(md)
+    for i in _solution_cells(nb):
+        cell = nb.cells[i]
+        tags = cell.metadata.get("tags", [])
+        where = f"{md.name}, cell {i}: {cell.source[:70]!r}"
+        if cell.cell_type == "code":
+            assert notebooks.SOLUTION_TAG in tags, f"{where}: a solution's code cell needs the tag `solution`"
+        elif START in cell.source:
+            assert re.match(notebooks.SOLUTION_FENCES[0], cell.source), (
+                f"{where}: put `+++` before {START} so the solution starts a cell of its own")
+        elif END in cell.source:
+            assert re.search(r"(```|:::)\{solution-end\}[^\n]*\n(```|:::)\s*\Z", cell.source), (
+                f"{where}: put `+++` after {END} so what follows is not dropped with the solution")
+        else:
+            assert notebooks.SOLUTION_TAG in tags, (
+                f"{where}: markdown between two solution code cells needs `+++ {{\"tags\": [\"solution\"]}}`")
+
+
+def test_every_chapter_has_a_student_notebook(students):
+    assert set(students) == {md.stem for md in CHAPTERS}
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_student_notebook_has_no_solutions(students, md):
+    full, student = notebooks.read(md), students[md.stem]
+    removed = _solution_cells(full)
+    solution_code = [full.cells[i].source for i in removed if full.cells[i].cell_type == "code"]
+    text = "\n".join(c.source for c in student.cells)
+    assert START not in text and END not in text
+    for code in solution_code:
+        assert code.strip() not in text, code[:80]
+    assert not any(notebooks.SOLUTION_TAG in c.metadata.get("tags", []) for c in student.cells)
+    # nothing but the solutions is lost: every other cell is there, in order
+    kept = [c.source for i, c in enumerate(full.cells) if i not in set(removed)]
+    assert [c.source for c in student.cells] == kept
+    assert text.count("{exercise}") == "\n".join(c.source for c in full.cells).count("{exercise}")
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_student_notebook_runs_top_to_bottom(students, md):
+    """A fresh kernel runs the whole student notebook (the exercises' answers are left to the student)."""
+    from nbclient import NotebookClient
+
+    nb = students[md.stem]
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(md.parent)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    if re.search(r"^import ipywidgets|^from ipywidgets", md.read_text(), flags=re.M):
+        views = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                 if WIDGET_VIEW in o.get("data", {})]
+        assert views, "the ipywidgets cells made no widget"
