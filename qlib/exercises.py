@@ -852,10 +852,13 @@ def _adaround_pair(answer):
     expected = [int(v) for v in cands[int(np.argmin(errors))]]
     if answer is None:
         return Feedback(False, "no answer"), expected
-    try:
-        got = [int(v) for v in np.asarray(answer).ravel()]
-    except (TypeError, ValueError):
-        return Feedback(False, f"give the two integers as a list, got {answer!r}"), expected
+    parts = _parts(answer, 2, "the integer pair")
+    if isinstance(parts, Feedback):
+        return parts, expected
+    got = [_integer(v, "each integer of the pair") for v in parts]
+    bad = next((g for g in got if isinstance(g, Feedback)), None)
+    if bad is not None:
+        return bad, expected
     if got == [2, 2]:
         return Feedback(False, "[2, 2] is nearest rounding; its two errors point the same way and add up"), expected
     return equal(got, expected, what="the best integer pair"), expected

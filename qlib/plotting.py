@@ -672,6 +672,8 @@ def accuracy_vs_bits_figure(records: list, models: list, x_key: str = "weight_bi
 
 # --- Learning to round ---
 
+__all__ += ["rounding_choices_figure", "soft_rounding_figure", "layer_errors_figure", "iterations_figure"]
+
 def rounding_choices_figure(errors, nearest_error: float, best_error: float, title: str = "") -> go.Figure:
     """Histogram of a layer's output error over every up/down choice of a few weights, nearest and best marked.
 

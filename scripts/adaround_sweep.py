@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from qlib.adaround import adaround, calibration_subset  # noqa: E402
-from qlib.cache import cached, model_hash  # noqa: E402
+from qlib.cache import cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.dfq import dfq  # noqa: E402
 from qlib.evaluate import evaluate, fidelity, predict  # noqa: E402
@@ -66,8 +66,12 @@ METHODS = ["nearest", "DFQ", "AdaRound", "DFQ+AdaRound"]
 SETTINGS = dict(iterations=500, batch_size=1024, lr=1e-2, reg=0.01, warmup=0.2, beta_range=(20.0, 2.0),
                 rows=16384, seed=0)
 CALIBRATION = 1024
-#: bump when qlib.adaround changes what it computes, so cached results are not reused
-VERSION = 1
+#: the version of the qlib code the results depend on (part of every cache key), computed once, as this run
+#: imports it: edit any of these modules (or what they import from qlib) and cached results are recomputed
+FASHION_CODE = code_version("qlib.adaround", "qlib.dfq", "qlib.simulate", "qlib.evaluate", "qlib.tflite", "qlib.data",
+                            "qlib.zoo")
+IMAGENET_CODE = code_version("qlib.adaround", "qlib.dfq", "qlib.simulate", "qlib.evaluate", "qlib.photos",
+                             "qlib.imagenet")
 
 
 def timed(fn):
@@ -103,8 +107,7 @@ class Zoo:
         self.cal = calibration_subset(s["x_val"], 256 if quick else CALIBRATION)
         self.x, self.y = (s["x_test"][:2000], s["y_test"][:2000]) if quick else (s["x_test"], s["y_test"])
         self.base = dict(calibration=f"{self.cal.shape[0]} seeded validation images",
-                         activations="one_per_class(x_val, y_val)", test=f"fashion_mnist test first {len(self.y)}",
-                         version=VERSION)
+                         activations="one_per_class(x_val, y_val)", test=f"fashion_mnist test first {len(self.y)}")
         self.refresh = refresh
         self._models = {}
 
@@ -117,7 +120,8 @@ class Zoo:
     def float_accuracy(self, name):
         model, mhash, _ = self.model(name)
         return cached("adaround", dict(self.base, model=mhash, method="float"),
-                      lambda: evaluate(model, self.x, self.y, batch_size=1000).as_dict(), self.refresh)
+                      lambda: evaluate(model, self.x, self.y, batch_size=1000).as_dict(), self.refresh,
+                      code=FASHION_CODE)
 
     def result(self, name, method, bits, pc, settings):
         """Accuracy, fidelity, cost and the per-layer report of one configuration (cached)."""
@@ -130,7 +134,7 @@ class Zoo:
             res = evaluate(q, self.x, self.y, reference=ref, batch_size=1000).as_dict()
             return dict(res, **cost, layers=rep.table() if rep is not None else [])
 
-        return dict(cached("adaround", key, run, self.refresh))
+        return dict(cached("adaround", key, run, self.refresh, code=FASHION_CODE))
 
 
 def run_fashion(zoo, names, bits_list, granularities, methods, settings):
@@ -237,7 +241,8 @@ def run_anomaly(zoo, bits_list, settings, name="v1_friendly"):
                 key = dict(zoo.base, model=mhash, variant=variant, weight_bits=bits, per_channel=True,
                            settings=settings if "AdaRound" in variant else None)
                 res = cached("adaround_anomaly", key, lambda: evaluate(variants[variant](bits), x, y, reference=ref,
-                                                                       batch_size=1000).as_dict(), zoo.refresh)
+                                                                       batch_size=1000).as_dict(), zoo.refresh,
+                             code=FASHION_CODE)
             records.append(dict(table="anomaly", model=name, variant=variant, weight_bits=bits, per_channel=True,
                                 channel=channel, **res))
             print(f"anomaly {name} W{bits} pc {variant:28s}: {res['accuracy']:.4f}", flush=True)
@@ -245,12 +250,19 @@ def run_anomaly(zoo, bits_list, settings, name="v1_friendly"):
 
 
 def run_imagenet(settings, refresh, quick, crops_per_photo=26):
-    from qlib.imagenet import mobilenet_v2_imagenet
-    from sweep_bits import imagenet_inputs, imagenet_split
+    """The ImageNet MobileNetV2 at W4A8: fidelity to float on the bit-width sweep's test crops.
 
-    act, x, calib_names, test_names = imagenet_split()
-    extra = imagenet_inputs(seed=1, crops_per_photo=4 if quick else crops_per_photo)
-    cal = np.concatenate([extra[n] for n in calib_names])
+    Activation ranges from the bit-width sweep's 64 calibration crops (so "nearest" is the sweep's
+    own W4 point); AdaRound learns on ``crops_per_photo`` other crops (seed 1) of the same 8
+    calibration photos. No test photo is ever used for calibration.
+    """
+    from qlib.imagenet import mobilenet_v2_imagenet
+    from qlib.photos import photo_inputs
+    from sweep_bits import agreement_by_photo, imagenet_split, with_intervals
+
+    act, x, photo, split = imagenet_split()
+    crops = 4 if quick else crops_per_photo
+    cal, _ = photo_inputs("calibration", crops_per_photo=crops, seed=1)
     model = mobilenet_v2_imagenet()
     mhash = model_hash(model)
     ref = predict(model, x, batch_size=32)
@@ -259,25 +271,27 @@ def run_imagenet(settings, refresh, quick, crops_per_photo=26):
     for method, pc in (("nearest", True), ("AdaRound", True), ("nearest", False), ("DFQ", False),
                        ("DFQ+AdaRound", False)):
         key = dict(model=mhash, method=method, weight_bits=4, per_channel=pc, activation_bits=8,
-                   settings=cfg if "AdaRound" in method else None, activations=calib_names,
-                   calibration=f"{cal.shape[0]} crops (seed 1) of {calib_names}", test=test_names, version=VERSION)
+                   settings=cfg if "AdaRound" in method else None, activations=split["calibration_photos"],
+                   calibration=f"{crops} crops per photo (seed 1) of {split['calibration_photos']}",
+                   test=split["test_photos"], inputs="qlib.photos.photo_inputs")
 
         def run():
             (q, rep), cost = timed(lambda: build(method, model, 4, pc, cal, act, cfg))
-            return dict(fidelity(predict(q, x, batch_size=32), ref), **cost,
+            return dict(agreement_by_photo(predict(q, x, batch_size=32), ref, photo), **cost,
                         layers=rep.table() if rep is not None else [])
 
-        res = cached("adaround_imagenet", key, run, refresh)
+        res = with_intervals(cached("adaround_imagenet", key, run, refresh, code=IMAGENET_CODE))
         layers = res.pop("layers")
         records.append(dict(table="imagenet", model="imagenet_mobilenet_v2", method=method, weight_bits=4,
                             per_channel=pc, activation_bits=8, n=int(x.shape[0]), calibration_crops=int(cal.shape[0]),
                             **res))
         records += [dict(table="layers", model="imagenet_mobilenet_v2", method=method, weight_bits=4, per_channel=pc,
                          **layer) for layer in layers]
-        print(f"imagenet W4A8 {'pc' if pc else 'pt'} {method:13s}: agreement {res['agreement']:.3f}, "
-              f"SQNR {res['sqnr_db']:.1f} dB ({res['seconds']} s)", flush=True)
-    return records, {"activation_photos": calib_names, "test_photos": test_names, "test_crops": int(x.shape[0]),
-                     "adaround_crops": int(cal.shape[0])}
+        lo, hi = res["agreement_ci95_photo_bootstrap"]
+        print(f"imagenet W4A8 {'pc' if pc else 'pt'} {method:13s}: agreement {res['agreement']:.3f} [{lo:.3f}, {hi:.3f}], "
+              f"SQNR {res['sqnr_db']:.1f} dB ({res['seconds']} s, cpu {res['cpu_seconds']} s)", flush=True)
+    return records, dict(split, adaround_crops=int(cal.shape[0]),
+                         adaround_calibration=f"photo_inputs('calibration', crops_per_photo={crops}, seed=1)")
 
 
 def main(argv=None):
@@ -303,6 +317,7 @@ def main(argv=None):
     records = []
     meta = {"command": " ".join(["python", "scripts/adaround_sweep.py"] + (argv if argv is not None else sys.argv[1:])),
             "keras_backend": __import__("keras").backend.backend(), "settings": settings, "cpu_count": os.cpu_count(),
+            "code_version": {"fashion": FASHION_CODE, "imagenet": IMAGENET_CODE},
             "calibration": f"AdaRound: {CALIBRATION} validation images (seed 0); activation ranges: one image per "
                            "class of the validation split", "test": "Fashion-MNIST test, 10,000"}
     if not args.skip_fashion:
