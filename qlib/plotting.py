@@ -161,7 +161,7 @@ _LAYER_COLORS = {"DepthwiseConv2D": "#ff7f0e", "Conv2D": "#1f77b4", "BatchNormal
 
 
 def block_diagram(chains: dict) -> go.Figure:
-    """Layer chains drawn as rows of coloured boxes, one row per label (e.g. standard vs friendly).
+    """Layer chains drawn as columns of coloured boxes, one column per label (e.g. standard vs friendly).
 
     ``chains`` maps a row label to a list of ``(box label, layer type, layer name)``; the layer
     name shows on hover.
@@ -172,29 +172,29 @@ def block_diagram(chains: dict) -> go.Figure:
     >>> len(fig.layout.shapes)
     2
     """
+    # one column per chain, layers top to bottom: narrow enough for a phone screen
     fig = go.Figure()
     labels = list(chains)
-    for row, label in enumerate(labels):
-        y = len(labels) - 1 - row
-        xs, names = [], []
-        for col, (text, kind, name) in enumerate(chains[label]):
-            x0 = col * 1.3
-            fig.add_shape(type="rect", x0=x0, x1=x0 + 1, y0=y - 0.28, y1=y + 0.28, line_width=0,
+    for col, label in enumerate(labels):
+        ys, names = [], []
+        for row, (text, kind, name) in enumerate(chains[label]):
+            y0 = -row * 1.4
+            fig.add_shape(type="rect", x0=col - 0.4, x1=col + 0.4, y0=y0 - 0.5, y1=y0 + 0.5, line_width=0,
                           fillcolor=_LAYER_COLORS.get(kind, "#dddddd"), opacity=0.9)
-            fig.add_annotation(x=x0 + 0.5, y=y, text=text, showarrow=False,
+            fig.add_annotation(x=col, y=y0, text=text, showarrow=False,
                                font=dict(size=12, color="black" if kind == "ZeroPadding2D" else "white"))
-            if col:
-                fig.add_annotation(x=x0, y=y, ax=x0 - 0.3, ay=y, xref="x", yref="y", axref="x", ayref="y",
-                                   showarrow=True, arrowhead=2, arrowwidth=1.5, text="")
-            xs.append(x0 + 0.5)
+            if row:
+                fig.add_annotation(x=col, y=y0 + 0.5, ax=col, ay=y0 + 0.9, xref="x", yref="y", axref="x",
+                                   ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.5, text="")
+            ys.append(y0)
             names.append(f"{name} ({kind})")
-        fig.add_trace(go.Scatter(x=xs, y=[y] * len(xs), mode="markers", marker=dict(opacity=0),
+        fig.add_trace(go.Scatter(x=[col] * len(ys), y=ys, mode="markers", marker=dict(opacity=0),
                                  hovertext=names, hoverinfo="text", showlegend=False))
-    width = max(len(c) for c in chains.values())
-    fig.update_xaxes(visible=False, range=[-0.1, width * 1.3])
-    fig.update_yaxes(range=[-0.6, len(labels) - 0.4], tickvals=list(range(len(labels)))[::-1],
-                     ticktext=labels, showgrid=False, zeroline=False)
-    fig.update_layout(height=100 + 90 * len(labels), margin=dict(l=100, r=10, t=20, b=10))
+    depth = max(len(c) for c in chains.values())
+    fig.update_xaxes(range=[-0.6, len(labels) - 0.4], tickvals=list(range(len(labels))), ticktext=labels,
+                     side="top", showgrid=False, zeroline=False)
+    fig.update_yaxes(visible=False, range=[-(depth - 1) * 1.4 - 0.6, 0.6])
+    fig.update_layout(height=60 + 50 * depth, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 

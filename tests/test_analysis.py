@@ -74,7 +74,10 @@ def test_shipped_dfq_table_is_complete_and_dfq_helps():
     inet = [r for r in recs if r["model"] == "imagenet_mobilenet_v2"]
     assert len(inet) == 5 * 5 * 2
     sq = {r["method"]: r["sqnr_db"] for r in inet if r["weight_bits"] == 8 and r["activation_bits"] is None}
-    assert sq["baseline"] < sq["CLE"] < sq["CLE+BA"] < sq["CLE+BA+BC"]
+    sq8 = {r["method"]: r["sqnr_db"] for r in inet if r["weight_bits"] == 8 and r["activation_bits"] == 8}
+    # equalization and bias correction help; absorption only helps once activations are quantized
+    assert sq["baseline"] + 3 < sq["CLE"] and sq["CLE+BA"] < sq["CLE+BA+BC"]
+    assert sq8["baseline"] < sq8["CLE"] < sq8["CLE+BA"] < sq8["CLE+BA+BC"]
 
 
 def test_shipped_results_match_their_manifest_checksums():

@@ -318,8 +318,9 @@ def _look(page, base: str, page_name: str, shot: Path, interact: bool, result: d
     tl = time.perf_counter()
     page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
     tm = time.perf_counter()
+    # drawn, and fitted to the width by book/_ext/qbook_plotly_fit.js
     page.wait_for_function("[...document.querySelectorAll('.qbook-plotly .plotly-graph-div')]"
-                           ".every(gd => gd._fullLayout)", timeout=30_000)
+                           ".every(gd => gd._fullLayout && gd.dataset.qbookFit === 'done')", timeout=30_000)
     page.wait_for_timeout(300)
     result.update(page.evaluate(_INSPECT))
     t1 = time.perf_counter()
@@ -441,20 +442,7 @@ def test_page_fits_a_phone(browsed, page):
 # Figures whose titles, legends and controls overlap or are cut off (found by this test on
 # 2026-11-23; figures are drawn by qlib.plotting, issue 14). Remove an entry when its figure is
 # fixed: the test then passes and strict xfail turns the stale entry into a failure.
-KNOWN_FIGURE_PROBLEMS = {
-    ("book/quantization_fundamentals", "desktop"): "per-channel figure: title cut off",
-    ("book/bn_blowup", "desktop"): "subplot titles overlap",
-    ("book/setting_ranges", "desktop"): "legend overlaps the slider",
-    ("book/bit_width", "desktop"): "title cut off",
-    ("book/intro", "phone"): "title cut off",
-    ("book/quantization_fundamentals", "phone"): "subplot titles overlap; titles cut off",
-    ("book/the_networks", "phone"): "subplot titles overlap",
-    ("book/depthwise_ranges", "phone"): "titles cut off",
-    ("book/bn_blowup", "phone"): "subplot titles overlap and are cut off; title cut off",
-    ("book/quant_friendly", "phone"): "subplot titles overlap",
-    ("book/setting_ranges", "phone"): "subplot titles overlap; legend overlaps the slider; title cut off",
-    ("book/bit_width", "phone"): "title cut off",
-    ("book/dfq", "phone"): "title cut off",
+KNOWN_FIGURE_PROBLEMS: dict[tuple[str, str], str] = {
 }
 
 

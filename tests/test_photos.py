@@ -79,8 +79,6 @@ def test_a_changed_or_foreign_file_is_refused(tmp_path, monkeypatch):
         photos.load_photos()
 
 
-@pytest.mark.xfail(strict=True, reason="the ImageNet rows of data/sweeps/{bits,dfq}.json still come from 48 crops of "
-                   "4 scikit-image photos: recompute them with the commands in data/MANIFEST.md, then drop this mark")
 def test_shipped_imagenet_records_come_from_the_photo_set_with_intervals():
     for name in ("bits", "dfq"):
         data = json.loads((ROOT / "data" / "sweeps" / f"{name}.json").read_text())
