@@ -6,9 +6,15 @@
     python scripts/adaround_sweep.py --skip-fashion --out /tmp/a/imagenet.json
     python scripts/merge_sweeps.py data/sweeps/adaround.json /tmp/a/*.json
     python scripts/adaround_sweep.py --quick --models v1_friendly --out /tmp/a/smoke.json   # smoke test
+    python scripts/adaround_sweep.py --legacy-cache --cached-only --skip-imagenet  # assemble what is cached
 
 Runs on any Keras backend (``KERAS_BACKEND=jax`` works; the rounding itself is numpy). Every
-configuration is cached in data/cache (``qlib.cache``), so an interrupted run resumes.
+configuration is cached in data/cache (``qlib.cache``), so an interrupted run resumes. The cache key
+holds the :func:`qlib.cache.code_version` of the modules the numbers depend on; ``--legacy-cache``
+also accepts the entries of the first runs, made before the keys held a code version (their key
+has ``version: 1`` instead); every record says which it is (``code``: the code version, or
+``"v1"``). ``--cached-only`` computes nothing: configurations without an entry are listed in
+``meta["missing"]`` and left out of the records.
 
 Fashion-MNIST zoo (``table: "accuracy"``), for W4A8 and W3A8, per tensor and per channel:
 
@@ -51,7 +57,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from qlib.adaround import adaround, calibration_subset  # noqa: E402
-from qlib.cache import cached, code_version, model_hash  # noqa: E402
+from qlib.cache import CACHE_DIR, cache_key, cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.dfq import dfq  # noqa: E402
 from qlib.evaluate import evaluate, fidelity, predict  # noqa: E402
@@ -72,6 +78,42 @@ FASHION_CODE = code_version("qlib.adaround", "qlib.dfq", "qlib.simulate", "qlib.
                             "qlib.zoo")
 IMAGENET_CODE = code_version("qlib.adaround", "qlib.dfq", "qlib.simulate", "qlib.evaluate", "qlib.photos",
                              "qlib.imagenet")
+
+
+#: the cache keys of the runs made before the keys held a code version carried this instead
+LEGACY_VERSION = 1
+
+
+class Store:
+    """``qlib.cache.cached`` with a code version in every key, optionally reading pre-code-version
+    entries (``legacy``) and never computing (``cached_only``; what is missing is listed)."""
+
+    def __init__(self, refresh=False, legacy=False, cached_only=False):
+        self.refresh, self.legacy, self.cached_only = refresh, legacy, cached_only
+        self.missing = []
+        self.reproduced = []   # configurations cached both ways: the current result beside the v1 one
+
+    def get(self, name, config, compute, code):
+        """``(result, provenance)``: provenance is ``code`` or ``"v1"`` (a legacy entry); ``(None, None)``
+        when ``cached_only`` and nothing is cached."""
+        current = CACHE_DIR / f"{name}-{cache_key(**config, code_version=code)}.json"
+        old = dict(config, version=LEGACY_VERSION)
+        has_old = self.legacy and not self.refresh and (CACHE_DIR / f"{name}-{cache_key(**old)}.json").is_file()
+        if not self.refresh and current.is_file():
+            res = cached(name, config, compute, code=code)
+            if has_old and isinstance(res, dict) and "accuracy" in res:
+                before = cached(name, old, compute)
+                self.reproduced.append(dict(cache=name, **{k: v for k, v in config.items() if k in (
+                    "method", "variant", "weight_bits", "per_channel", "settings")}, model_hash=config.get("model"),
+                    accuracy=res["accuracy"], accuracy_v1=before["accuracy"], code=code))
+            return res, code
+        if has_old:
+            return cached(name, old, compute), f"v{LEGACY_VERSION}"
+        if self.cached_only:
+            self.missing.append(dict(cache=name, **{k: v for k, v in config.items()
+                                                     if k not in ("calibration", "activations", "test")}))
+            return None, None
+        return cached(name, config, compute, self.refresh, code=code), code
 
 
 def timed(fn):
@@ -101,51 +143,66 @@ def build(method, model, bits, per_channel, cal, act, settings):
 class Zoo:
     """The data, and one cached evaluation per (model, method, bits, granularity, settings)."""
 
-    def __init__(self, quick, refresh):
+    def __init__(self, quick, store):
         s = fashion_mnist_splits()
         self.act, _ = one_per_class(s["x_val"], s["y_val"])
         self.cal = calibration_subset(s["x_val"], 256 if quick else CALIBRATION)
         self.x, self.y = (s["x_test"][:2000], s["y_test"][:2000]) if quick else (s["x_test"], s["y_test"])
         self.base = dict(calibration=f"{self.cal.shape[0]} seeded validation images",
                          activations="one_per_class(x_val, y_val)", test=f"fashion_mnist test first {len(self.y)}")
-        self.refresh = refresh
+        self.store = store
         self._models = {}
 
     def model(self, name):
+        """``(model, model_hash, reference)``: ``reference()`` is the float model's output on the test set,
+        computed when a result is (not to assemble cached ones)."""
         if name not in self._models:
             model = load_model(name)
-            self._models[name] = (model, model_hash(model), predict(model, self.x, batch_size=1000))
+            outputs = []
+
+            def reference():
+                if not outputs:
+                    outputs.append(predict(model, self.x, batch_size=1000))
+                return outputs[0]
+
+            self._models[name] = (model, model_hash(model), reference)
         return self._models[name]
 
     def float_accuracy(self, name):
         model, mhash, _ = self.model(name)
-        return cached("adaround", dict(self.base, model=mhash, method="float"),
-                      lambda: evaluate(model, self.x, self.y, batch_size=1000).as_dict(), self.refresh,
-                      code=FASHION_CODE)
+        res, prov = self.store.get("adaround", dict(self.base, model=mhash, method="float"),
+                                   lambda: evaluate(model, self.x, self.y, batch_size=1000).as_dict(), FASHION_CODE)
+        return None if res is None else dict(res, code=prov)
 
     def result(self, name, method, bits, pc, settings):
-        """Accuracy, fidelity, cost and the per-layer report of one configuration (cached)."""
+        """Accuracy, fidelity, cost and the per-layer report of one configuration (cached; ``None``: not
+        cached and the store computes nothing)."""
         model, mhash, ref = self.model(name)
         key = dict(self.base, model=mhash, method=method, weight_bits=bits, per_channel=pc,
                    settings=settings if "AdaRound" in method else None)
 
         def run():
             (q, rep), cost = timed(lambda: build(method, model, bits, pc, self.cal, self.act, settings))
-            res = evaluate(q, self.x, self.y, reference=ref, batch_size=1000).as_dict()
+            res = evaluate(q, self.x, self.y, reference=ref(), batch_size=1000).as_dict()
             return dict(res, **cost, layers=rep.table() if rep is not None else [])
 
-        return dict(cached("adaround", key, run, self.refresh, code=FASHION_CODE))
+        res, prov = self.store.get("adaround", key, run, FASHION_CODE)
+        return None if res is None else dict(res, code=prov)
 
 
 def run_fashion(zoo, names, bits_list, granularities, methods, settings):
     records = []
     for name in names:
-        records.append(dict(table="accuracy", model=name, method="float", weight_bits=None, per_channel=None,
-                            activation_bits=None, **zoo.float_accuracy(name)))
+        fl = zoo.float_accuracy(name)
+        if fl is not None:
+            records.append(dict(table="accuracy", model=name, method="float", weight_bits=None, per_channel=None,
+                                activation_bits=None, **fl))
         for bits in bits_list:
             for pc in granularities:
                 for method in methods:
                     res = zoo.result(name, method, bits, pc, settings)
+                    if res is None:
+                        continue
                     layers = res.pop("layers")
                     records.append(dict(table="accuracy", model=name, method=method, weight_bits=bits, per_channel=pc,
                                         activation_bits=8,
@@ -171,6 +228,8 @@ def run_iterations(zoo, studies, settings):
                 res = zoo.result(name, "nearest", bits, pc, settings)
             else:
                 res = zoo.result(name, "AdaRound", bits, pc, dict(settings, iterations=its))
+            if res is None:
+                continue
             res.pop("layers")
             records.append(dict(table="iterations", model=name, weight_bits=bits, per_channel=pc, iterations=its,
                                 **res))
@@ -235,21 +294,24 @@ def run_anomaly(zoo, bits_list, settings, name="v1_friendly"):
         for variant in list(variants) + ["nearest", "AdaRound"]:
             if variant in ("nearest", "AdaRound"):   # the main table's runs
                 res = zoo.result(name, variant, bits, True, settings)
-                res.pop("layers")
-                res = {k: res[k] for k in ("accuracy", "ci_low", "ci_high", "n", "agreement", "sqnr_db", "kl")}
+                if res is None:
+                    continue
+                res = {k: res[k] for k in ("accuracy", "ci_low", "ci_high", "n", "agreement", "sqnr_db", "kl", "code")}
             else:
                 key = dict(zoo.base, model=mhash, variant=variant, weight_bits=bits, per_channel=True,
                            settings=settings if "AdaRound" in variant else None)
-                res = cached("adaround_anomaly", key, lambda: evaluate(variants[variant](bits), x, y, reference=ref,
-                                                                       batch_size=1000).as_dict(), zoo.refresh,
-                             code=FASHION_CODE)
+                res, prov = zoo.store.get("adaround_anomaly", key, lambda: evaluate(
+                    variants[variant](bits), x, y, reference=ref(), batch_size=1000).as_dict(), FASHION_CODE)
+                if res is None:
+                    continue
+                res = dict(res, code=prov)
             records.append(dict(table="anomaly", model=name, variant=variant, weight_bits=bits, per_channel=True,
                                 channel=channel, **res))
             print(f"anomaly {name} W{bits} pc {variant:28s}: {res['accuracy']:.4f}", flush=True)
     return records
 
 
-def run_imagenet(settings, refresh, quick, crops_per_photo=26):
+def run_imagenet(settings, store, quick, crops_per_photo=26):
     """The ImageNet MobileNetV2 at W4A8: fidelity to float on the bit-width sweep's test crops.
 
     Activation ranges from the bit-width sweep's 64 calibration crops (so "nearest" is the sweep's
@@ -280,7 +342,10 @@ def run_imagenet(settings, refresh, quick, crops_per_photo=26):
             return dict(agreement_by_photo(predict(q, x, batch_size=32), ref, photo), **cost,
                         layers=rep.table() if rep is not None else [])
 
-        res = with_intervals(cached("adaround_imagenet", key, run, refresh, code=IMAGENET_CODE))
+        res, prov = store.get("adaround_imagenet", key, run, IMAGENET_CODE)
+        if res is None:
+            continue
+        res = dict(with_intervals(res), code=prov)
         layers = res.pop("layers")
         records.append(dict(table="imagenet", model="imagenet_mobilenet_v2", method=method, weight_bits=4,
                             per_channel=pc, activation_bits=8, n=int(x.shape[0]), calibration_crops=int(cal.shape[0]),
@@ -304,10 +369,18 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=SETTINGS["iterations"])
     ap.add_argument("--skip-fashion", action="store_true", help="no zoo accuracy table")
     ap.add_argument("--skip-studies", action="store_true", help="no iteration study and no anomaly table")
+    ap.add_argument("--studies", nargs="+", default=["iterations", "anomaly"], choices=["iterations", "anomaly"])
+    ap.add_argument("--study-iterations", nargs="+", type=int, default=[0, 25, 50, 100, 200, 500, 1000],
+                    help="the iteration study's counts (v2_standard W3 uses those from 50 to 500)")
+    ap.add_argument("--anomaly-bits", nargs="+", type=int, default=[3, 4, 5])
     ap.add_argument("--skip-imagenet", action="store_true")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2000 test images, 256 calibration images, "
                     "50 iterations, W4 per channel only")
     ap.add_argument("--refresh", action="store_true", help="recompute instead of reading data/cache")
+    ap.add_argument("--legacy-cache", action="store_true",
+                    help="also use the cache entries made before the keys held a code version (record code 'v1')")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="compute nothing: leave out (and list in meta['missing']) what is not cached")
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "sweeps" / "adaround.json")
     args = ap.parse_args(argv)
     settings = dict(SETTINGS, iterations=50 if args.quick else args.iterations)
@@ -320,20 +393,23 @@ def main(argv=None):
             "code_version": {"fashion": FASHION_CODE, "imagenet": IMAGENET_CODE},
             "calibration": f"AdaRound: {CALIBRATION} validation images (seed 0); activation ranges: one image per "
                            "class of the validation split", "test": "Fashion-MNIST test, 10,000"}
+    store = Store(args.refresh, args.legacy_cache, args.cached_only)
     if not args.skip_fashion:
-        zoo = Zoo(args.quick, args.refresh)
+        zoo = Zoo(args.quick, store)
         records += run_fashion(zoo, args.models, bits, gran, args.methods, settings)
-        if not args.skip_studies:
-            its = [0, 25] if args.quick else [0, 25, 50, 100, 200, 500, 1000]
-            studies = [(m, b, pc, its if m == "v1_friendly" else its[:1] + its[2:6])
+        if not args.skip_studies and "iterations" in args.studies:
+            its = [0, 25] if args.quick else args.study_iterations
+            studies = [(m, b, pc, its if m == "v1_friendly" else [i for i in its if 50 <= i <= 500 or i == 0])
                        for m, b, pc in (("v1_friendly", 4, True), ("v2_standard", 3, True)) if m in args.models]
             records += run_iterations(zoo, studies, settings)
-            if "v1_friendly" in args.models:
-                records += run_anomaly(zoo, [4] if args.quick else [3, 4, 5], settings)
+        if not args.skip_studies and "anomaly" in args.studies and "v1_friendly" in args.models:
+            records += run_anomaly(zoo, [4] if args.quick else args.anomaly_bits, settings)
     if not args.skip_imagenet:
-        inet, inet_meta = run_imagenet(settings, args.refresh, args.quick)
+        inet, inet_meta = run_imagenet(settings, store, args.quick)
         records += inet
         meta["imagenet"] = inet_meta
+    meta["missing"] = store.missing
+    meta["reproduced"] = list({json.dumps(r, sort_keys=True): r for r in store.reproduced}.values())
     meta["seconds"] = round(time.time() - start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
