@@ -57,7 +57,7 @@ def calibration_subset(x, n: int = 1024, seed: int = 0) -> np.ndarray:
     Examples
     --------
     >>> calibration_subset(np.arange(10), n=4).tolist()
-    [2, 3, 5, 9]
+    [2, 4, 6, 7]
     """
     x = np.asarray(x)
     n = _check_int(n, "n", 1)

@@ -14,7 +14,9 @@ holds the :func:`qlib.cache.code_version` of the modules the numbers depend on; 
 also accepts the entries of the first runs, made before the keys held a code version (their key
 has ``version: 1`` instead); every record says which it is (``code``: the code version, or
 ``"v1"``). ``--cached-only`` computes nothing: configurations without an entry are listed in
-``meta["missing"]`` and left out of the records.
+``meta["missing"]`` and left out of the records. ``--accept-code V`` also uses entries cached by
+the earlier code version ``V`` (the shipped file was assembled at ``44de140aea6b868e``; any later edit
+of the modules it depends on, even a docstring, makes a new version).
 
 Fashion-MNIST zoo (``table: "accuracy"``), for W4A8 and W3A8, per tensor and per channel:
 
@@ -88,8 +90,9 @@ class Store:
     """``qlib.cache.cached`` with a code version in every key, optionally reading pre-code-version
     entries (``legacy``) and never computing (``cached_only``; what is missing is listed)."""
 
-    def __init__(self, refresh=False, legacy=False, cached_only=False):
+    def __init__(self, refresh=False, legacy=False, cached_only=False, accept=()):
         self.refresh, self.legacy, self.cached_only = refresh, legacy, cached_only
+        self.accept = list(accept)   # earlier code versions whose entries are also used (after the current one)
         self.missing = []
         self.reproduced = []   # configurations cached both ways: the current result beside the v1 one
 
@@ -107,6 +110,9 @@ class Store:
                     "method", "variant", "weight_bits", "per_channel", "settings")}, model_hash=config.get("model"),
                     accuracy=res["accuracy"], accuracy_v1=before["accuracy"], code=code))
             return res, code
+        for earlier in [] if self.refresh else self.accept:
+            if (CACHE_DIR / f"{name}-{cache_key(**config, code_version=earlier)}.json").is_file():
+                return cached(name, config, compute, code=earlier), earlier
         if has_old:
             return cached(name, old, compute), f"v{LEGACY_VERSION}"
         if self.cached_only:
@@ -379,6 +385,8 @@ def main(argv=None):
     ap.add_argument("--refresh", action="store_true", help="recompute instead of reading data/cache")
     ap.add_argument("--legacy-cache", action="store_true",
                     help="also use the cache entries made before the keys held a code version (record code 'v1')")
+    ap.add_argument("--accept-code", nargs="+", default=[], metavar="VERSION",
+                    help="also use entries cached by these earlier code versions (a record's `code` says which)")
     ap.add_argument("--cached-only", action="store_true",
                     help="compute nothing: leave out (and list in meta['missing']) what is not cached")
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "sweeps" / "adaround.json")
@@ -393,7 +401,7 @@ def main(argv=None):
             "code_version": {"fashion": FASHION_CODE, "imagenet": IMAGENET_CODE},
             "calibration": f"AdaRound: {CALIBRATION} validation images (seed 0); activation ranges: one image per "
                            "class of the validation split", "test": "Fashion-MNIST test, 10,000"}
-    store = Store(args.refresh, args.legacy_cache, args.cached_only)
+    store = Store(args.refresh, args.legacy_cache, args.cached_only, args.accept_code)
     if not args.skip_fashion:
         zoo = Zoo(args.quick, store)
         records += run_fashion(zoo, args.models, bits, gran, args.methods, settings)
