@@ -37,6 +37,7 @@ MODULES = {
         "pq": "product quantization (Q-CNN): codebooks on the layer's response, look-up-table inference",
         "lowrank": "low-rank pointwise convolutions: one 1x1 conv as two thinner ones by truncated SVD",
         "distill": "knowledge distillation: the label + softened-teacher loss, a frozen-teacher distiller",
+        "adaround": "AdaRound: learned up-or-down rounding of the weights, layer by layer, in numpy",
     },
     "deploy": {
         "tflite": "the real TFLite converter, and the LiteRT runtime with its three kernel sets",
