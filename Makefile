@@ -51,7 +51,7 @@ book: setup
 	echo "book built in $$(( $$(date +%s) - start )) s"
 
 # the unit tests on two workers (one test file each at a time); the book checks in one process
-# (a Jupyter kernel started inside an xdist worker hangs: the worker talks to pytest over stdin/stdout)
+# (the student notebook's Jupyter kernel, started inside an xdist worker, hung there; alone it runs in ~25 s)
 UNIT := $(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m "not book"
 
 unit: setup
