@@ -143,7 +143,7 @@ def test_student_notebook_needs_nothing_from_a_solution(md):
     assert solution_dependencies(notebooks.read(md)) == []
 
 
-# executed for real: the chapter with ipywidgets controls and exercises that takes least time
+# executed for real: a chapter with ipywidgets controls and exercises (its student notebook ran in 23 s)
 EXECUTED = "quantization_fundamentals"
 
 

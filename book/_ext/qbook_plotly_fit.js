@@ -19,11 +19,10 @@
     const title = parts(gd, ".g-gtitle text"), subs = parts(gd, ".annotation"),
           legend = parts(gd, ".legend .traces"), axes = parts(gd, '[class^="g-x"][class$="title"] text, [class^="g-y"][class$="title"] text'),
           sliders = parts(gd, ".slider-container"), menus = parts(gd, ".updatemenu-header-group");
-    const others = (xs) => [...xs];
     const any = (xs, ys) => xs.some(a => ys.some(b => hit(a, b)));
     const pairs = (xs) => xs.some((a, i) => xs.slice(i + 1).some(b => hit(a, b)));
     return {
-      title: title.some(out) || any(title, others(subs).concat(legend, axes, sliders, menus)),
+      title: title.some(out) || any(title, subs.concat(legend, axes, sliders, menus)),
       subs: subs.some(out) || pairs(subs) || any(subs, legend.concat(axes, sliders, menus)),
       legend: legend.some(out) || any(legend, axes.concat(sliders, menus)),
       axes: axes.some(out) || pairs(axes) || any(axes, sliders.concat(menus)),
