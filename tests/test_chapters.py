@@ -60,3 +60,14 @@ def test_the_checks_can_fail(tmp_path):
         test_no_chapter_builds_a_figure_inline(bad)
     with pytest.raises(AssertionError):
         test_every_glue_reference_is_glued(bad)
+
+
+def test_bibliography_parses_and_holds_every_cited_key():
+    # a merge once dropped two closing braces: sphinxcontrib-bibtex then stops the whole build
+    from pybtex.database import parse_file
+
+    entries = parse_file(str(BOOK / "references.bib")).entries
+    cited = {key.strip() for md in CHAPTERS for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", md.read_text())
+             for key in group.split(",")}
+    assert cited, "no chapter cites anything: the pattern is wrong"
+    assert not cited - set(entries), f"cited but not in references.bib: {sorted(cited - set(entries))}"
