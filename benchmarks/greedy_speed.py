@@ -4,9 +4,9 @@
     python benchmarks/greedy_speed.py              # v1_standard (the default)
     python benchmarks/greedy_speed.py --model v2_standard --bits 4
 
-``qlib.ranges.greedy_search`` searches every channel of a tensor at once (``_greedy_rows``); the
-implementation it replaced searched one channel at a time in Python (kept as
-``_greedy_row_reference``). In one run, on the same inputs, this script times both and checks
+``qlib.ranges.greedy_search`` searches every channel of a tensor at once
+(``greedy_ranges(..., method="rows")``); the implementation it replaced searched one channel at a
+time in Python (kept as ``greedy_ranges(..., method="loop")``). In one run, on the same inputs, this script times both and checks
 that they return identical ranges, for:
 
 1. the zoo model's largest pointwise layer, per channel (symmetric, as TFLite weights are);
@@ -33,18 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from qlib.ranges import _channels_first, _finish, _greedy_row_reference, _prepare, greedy_search, histogram  # noqa: E402
+from qlib.ranges import greedy_ranges, greedy_search, histogram  # noqa: E402
 
 
 def greedy_search_loop(x, axis=None, num_bits=8, symmetric=False, bins=512, max_steps=1000):
     """``greedy_search`` as it was: a Python loop over channels, one histogram search each."""
-    x, ax = _prepare(x, axis, num_bits)
-    rows = _channels_first(x, ax)
-    lo, hi = np.empty(rows.shape[0]), np.empty(rows.shape[0])
-    for r, row in enumerate(rows):
-        counts, centres = histogram(row, bins)
-        lo[r], hi[r] = _greedy_row_reference(counts, centres, num_bits, symmetric, int(max_steps))
-    return _finish(lo, hi, ax)
+    x = np.asarray(x)
+    rows = x.reshape(1, -1) if axis is None else np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+    hists = [histogram(row, bins) for row in rows]
+    lo, hi = greedy_ranges(np.stack([h[0] for h in hists]), np.stack([h[1] for h in hists]), num_bits, symmetric,
+                           int(max_steps), method="loop")
+    return (lo.reshape(()), hi.reshape(())) if axis is None else (lo, hi)
 
 
 def best_of(fn, repeat):

@@ -43,7 +43,7 @@ from .quantizers import integer_range, round_half_away
 from .ranges import minmax
 from .simulate import Simulator
 
-__all__ = ["ZETA", "GAMMA", "calibration_subset", "rectified_sigmoid", "init_logits", "rounding_regularizer", "beta_schedule",
+__all__ = ["LayerInputs", "ZETA", "GAMMA", "calibration_subset", "rectified_sigmoid", "init_logits", "rounding_regularizer", "beta_schedule",
            "RoundingResult", "optimize_rounding", "LayerReport", "AdaRoundReport", "adaround"]
 
 #: Stretch of the rectified sigmoid (Louizos et al. 2018): h reaches exactly 0 and 1.
@@ -617,7 +617,7 @@ def adaround(model, calibration_data, weight_bits: int = 4, per_channel: bool = 
     t0 = time.time()
     targets = _float_targets(folded, weighted, positions, data, predict_batch)
     share = (time.time() - t0) / max(len(weighted), 1)  # the float pass, shared by all layers
-    inputs = _QuantizedInputs(q, [l.name for l in weighted], data, predict_batch)
+    inputs = LayerInputs(q, [l.name for l in weighted], data, predict_batch)
     for layer in weighted:
         t0 = time.time()
         qlayer = q.get_layer(layer.name)
@@ -697,17 +697,35 @@ def _float_targets(folded, layers, positions, data, batch):
     return {k: np.concatenate(v).reshape(len(positions[k][0]), -1).astype(np.float32) for k, v in parts.items()}
 
 
-class _QuantizedInputs:
+class LayerInputs:
     """The inputs of each weighted layer in the quantized model ``q``, layer after layer, each computed
     from the ones before it (not from the image again): one forward pass through the network in all.
 
     Before layer ``i`` is rounded, its input is computed from the latest already-known tensors it
     depends on (the previous layer's input, and a residual branch's), with the layers in between as
-    they are now; a known tensor is forgotten after the last layer that needs it.
+    they are now; a known tensor is forgotten after the last layer that needs it. AdaRound rounds
+    layer after layer on these inputs (the quantized network's own, as in the paper's asymmetric
+    reconstruction), so a layer sees the errors of the layers already rounded.
+
+    Examples
+    --------
+    >>> import keras
+    >>> from qlib.simulate import Simulator
+    >>> keras.utils.set_random_seed(0)
+    >>> inp = keras.Input((4, 4, 1))
+    >>> h = keras.layers.Conv2D(2, 3, padding="same", name="c")(inp)
+    >>> m = keras.Model(inp, keras.layers.Dense(3, name="fc")(keras.layers.Flatten()(h)))
+    >>> data = np.random.default_rng(0).normal(size=(5, 4, 4, 1)).astype(np.float32)
+    >>> q = Simulator(m, data).quantize(8, 8)
+    >>> stream = LayerInputs(q, ["c", "fc"], data, batch=2)
+    >>> stream
+    LayerInputs(2 layers, 5 samples, next: 'c')
+    >>> stream.next().shape, stream.next().shape
+    ((5, 4, 4, 1), (5, 32))
     """
 
     def __init__(self, q, names, data, batch):
-        self.q, self.batch, self.n = q, batch, data.shape[0]
+        self.q, self.batch, self.n, self.names = q, batch, data.shape[0], list(names)
         self.targets = [q.get_layer(n).input for n in names]
         known = {id(q.input)}
         self.plan = []
@@ -720,6 +738,10 @@ class _QuantizedInputs:
                 self.last[id(t)] = i
         self.values = {id(q.input): data}
         self.step = 0
+
+    def __repr__(self) -> str:
+        nxt = repr(self.names[self.step]) if self.step < len(self.names) else "none"
+        return f"LayerInputs({len(self.names)} layers, {self.n} samples, next: {nxt})"
 
     def next(self):
         """The next layer's input, for all calibration samples."""

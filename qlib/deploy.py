@@ -46,7 +46,7 @@ from .tflite import KERNELS
 
 __all__ = ["KERNELS", "ANCHORS", "SAMPLE_PATH", "float_tflite", "converter_int8", "litert_quantizer", "Timing", "time_models", "OpModel", "op_models",
            "OpTime", "Profile", "profile_ops", "BenchmarkOutput", "parse_benchmark_model", "published_sample",
-           "host_info"]
+           "host_info", "example_keras", "example_tflite"]
 
 
 _HOSTED = ("tensorflow/tensorflow, tensorflow/lite/g3doc/guide/hosted_models.md at commit "
@@ -115,7 +115,7 @@ def float_tflite(model) -> bytes:
 
     Examples
     --------
-    >>> len(float_tflite(_example_keras())) > 4 * _example_keras().count_params()
+    >>> len(float_tflite(example_keras())) > 4 * example_keras().count_params()
     True
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -139,7 +139,7 @@ def converter_int8(model, calibration_data, per_channel: bool = True, int8_io: b
     Examples
     --------
     >>> x = np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype("float32")
-    >>> pt = converter_int8(_example_keras(), x, per_channel=False)
+    >>> pt = converter_int8(example_keras(), x, per_channel=False)
     >>> [w.scales.size for w in __import__("qlib.tflite").tflite.weight_tensors(pt)][:2]
     [1, 1]
     """
@@ -175,7 +175,7 @@ def litert_quantizer(float_model: bytes, calibration_data, weight_bits: int = 8,
     Examples
     --------
     >>> x = np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype("float32")
-    >>> q = litert_quantizer(float_tflite(_example_keras()), x)
+    >>> q = litert_quantizer(float_tflite(example_keras()), x)
     >>> _interpreter(q).get_input_details()[0]["dtype"].__name__
     'int8'
     """
@@ -330,7 +330,7 @@ def time_models(models: dict, kernels: str = "default", num_threads: int = 1, ro
 
     Examples
     --------
-    >>> t = time_models({"int8": _example_model()}, rounds=2, per_round=5)
+    >>> t = time_models({"int8": example_tflite()}, rounds=2, per_round=5)
     >>> t["int8"].n, t["int8"].median_ms > 0
     (10, True)
     """
@@ -427,12 +427,12 @@ def op_models(tflite_model: bytes, fuse_pad: bool = False) -> list:
 
     Examples
     --------
-    >>> ops = op_models(_example_model())
+    >>> ops = op_models(example_tflite())
     >>> [(o.op_type, o.name) for o in ops]
     [('CONV_2D', 'conv'), ('PAD', 'pad'), ('DEPTHWISE_CONV_2D', 'dw'), ('CONV_2D', 'pw'), ('MEAN', 'pool'), ('FULLY_CONNECTED', 'output')]
     >>> ops[2].macs == 8 * 8 * 16 * 3 * 3
     True
-    >>> op_models(_example_model(), fuse_pad=True)[1]
+    >>> op_models(example_tflite(), fuse_pad=True)[1]
     OpModel(2: DEPTHWISE_CONV_2D 'dw' (with PAD before it), 9,216 MACs, ... bytes)
     """
     s = _schema()
@@ -710,7 +710,7 @@ def profile_ops(tflite_model: bytes, kernels: str = "default", num_threads: int 
 
     Examples
     --------
-    >>> p = profile_ops(_example_model(), passes=20)
+    >>> p = profile_ops(example_tflite(), passes=20)
     >>> [o.op_type for o in p.ops][:3], p.ratio > 0           # the PAD timed with the depthwise conv
     (['CONV_2D', 'DEPTHWISE_CONV_2D', 'CONV_2D'], True)
     """
@@ -925,7 +925,16 @@ def host_info() -> dict:
 # --- a tiny model for the examples ---------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def _example_keras():
+def example_keras():
+    """A tiny seeded Keras model (conv, pad, depthwise, pointwise, pool, dense; 16x16x3 in, 4 out)
+    for the examples and tests. Cached: every call returns the same model.
+
+    Examples
+    --------
+    >>> m = example_keras()
+    >>> m.input_shape, m.output_shape, [l.name for l in m.layers][1:4]
+    ((None, 16, 16, 3), (None, 4), ['conv', 'pad', 'dw'])
+    """
     import keras
 
     keras.utils.set_random_seed(0)
@@ -939,9 +948,17 @@ def _example_keras():
 
 
 @functools.lru_cache(maxsize=None)
-def _example_model() -> bytes:
-    """A tiny int8 ``.tflite`` (conv, depthwise, pointwise, pool, dense) for the examples and tests."""
+def example_tflite() -> bytes:
+    """:func:`example_keras` as an int8 ``.tflite`` (TFLite's converter, calibrated on 8 seeded
+    random inputs) for the examples and tests. Cached: every call returns the same bytes.
+
+    Examples
+    --------
+    >>> from qlib.flatbuffer import graph
+    >>> sorted({op.name for op in graph(example_tflite()).ops})[:3]
+    ['CONV_2D', 'DEPTHWISE_CONV_2D', 'FULLY_CONNECTED']
+    """
     from .tflite import convert_int8
 
     x = np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype(np.float32)
-    return convert_int8(_example_keras(), x)
+    return convert_int8(example_keras(), x)

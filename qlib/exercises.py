@@ -32,7 +32,8 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["Feedback", "exercise", "check", "reference", "labels", "close", "equal"]
+__all__ = ["Feedback", "exercise", "check", "reference", "labels", "close", "equal", "imagenet_depthwise",
+           "bias_correction"]
 
 _CHECKERS: dict = {}
 
@@ -273,8 +274,17 @@ def _folded(kernel, stats, epsilon: float = _TORCH_BN_EPSILON) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _imagenet_depthwise() -> dict:
-    """``{Keras layer name: (raw kernel, BN stats)}`` for the 17 depthwise layers (Keras' names)."""
+def imagenet_depthwise() -> dict:
+    """``{Keras layer name: (raw kernel, BN stats)}`` for the 17 depthwise layers of the ImageNet
+    MobileNetV2, read from the shipped state dict in numpy (no Keras), under Keras' layer names:
+    what the checkers compare a student's answers with.
+
+    Examples
+    --------
+    >>> dw = imagenet_depthwise()
+    >>> len(dw), dw["expanded_conv_depthwise"][0].shape, sorted(dw["block_1_depthwise"][1])
+    (17, (3, 3, 32), ['beta', 'gamma', 'mean', 'variance'])
+    """
     layers = [(k, s) for kind, k, s in _imagenet_layers() if kind == "depthwise"]
     names = ["expanded_conv_depthwise"] + [f"block_{i}_depthwise" for i in range(1, len(layers))]
     return dict(zip(names, layers))
@@ -283,7 +293,7 @@ def _imagenet_depthwise() -> dict:
 @lru_cache(maxsize=1)
 def _imagenet_folded_depthwise() -> dict:
     """``{Keras layer name: folded kernel (3, 3, C)}``, as ``depthwise_kernels(mobilenet_v2_imagenet())``."""
-    return {name: _folded(k, s) for name, (k, s) in _imagenet_depthwise().items()}
+    return {name: _folded(k, s) for name, (k, s) in imagenet_depthwise().items()}
 
 
 @lru_cache(maxsize=1)
@@ -550,7 +560,7 @@ def _ranges_pointwise(answer):
 def _bits_back(name: str) -> tuple[float, float]:
     """(bits, range ratio) the live channels of a depthwise layer gain when its dead channels are zeroed."""
     w = _imagenet_folded_depthwise()[name]
-    live = _imagenet_depthwise()[name][1]["variance"] >= _TINY_VARIANCE
+    live = imagenet_depthwise()[name][1]["variance"] >= _TINY_VARIANCE
     ratio = float(np.abs(w).max() / np.abs(w[..., live]).max())
     return math.log2(ratio), ratio
 
@@ -571,7 +581,7 @@ _THRESHOLDS = (1e-3, 1e-6, 1e-10)
 
 @exercise("ex-zero-threshold")
 def _zero_threshold(answer):
-    dw = np.concatenate([s["variance"] for _, s in _imagenet_depthwise().values()])
+    dw = np.concatenate([s["variance"] for _, s in imagenet_depthwise().values()])
     expected = tuple(int(np.sum(dw < t)) for t in _THRESHOLDS)
     parts = _parts(answer, 3, "the answer (three counts)")
     if isinstance(parts, Feedback):
@@ -596,7 +606,7 @@ def _zero_threshold(answer):
 
 @exercise("ex-bn-fold-by-hand")
 def _bn_fold_by_hand(answer):
-    stats = _imagenet_depthwise()["expanded_conv_depthwise"][1]
+    stats = imagenet_depthwise()["expanded_conv_depthwise"][1]
     c = int(np.argmin(stats["variance"]))
     gamma, var = stats["gamma"][c], stats["variance"][c]
     expected = float(gamma / np.sqrt(var + _TORCH_BN_EPSILON))
@@ -620,7 +630,7 @@ _EPSILONS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)   # the slider's values i
 
 def _widest_channel(eps: float) -> tuple[int, bool]:
     """(channel, is it live) of the widest folded channel of expanded_conv_depthwise at ``eps``."""
-    kernel, stats = _imagenet_depthwise()["expanded_conv_depthwise"]
+    kernel, stats = imagenet_depthwise()["expanded_conv_depthwise"]
     w = _folded(kernel, stats, eps)
     c = int(np.argmax(np.abs(w).reshape(-1, w.shape[-1]).max(axis=0)))
     return c, bool(stats["variance"][c] >= _TINY_VARIANCE)
@@ -799,7 +809,18 @@ def _clipped_normal_mean(mu, sigma) -> np.ndarray:
     return sigma * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) + mu * cdf
 
 
-def _bias_correction(per_channel: bool = False, clipped: bool = True) -> np.ndarray:
+def bias_correction(per_channel: bool = False, clipped: bool = True) -> np.ndarray:
+    """The answer to ``ex-dfq-bias-correction``: the expected output error of the ImageNet
+    MobileNetV2's first pointwise layer after 8-bit symmetric weight quantization,
+    ``(W_q - W) E[x]``, with ``E[x]`` the mean of a clipped normal (the input passed BN and ReLU6;
+    ``clipped=False``: the common mistake ``E[x] = beta``).
+
+    Examples
+    --------
+    >>> e = bias_correction()
+    >>> e.shape, bool(np.abs(e - bias_correction(clipped=False)).max() > 0)
+    ((16,), True)
+    """
     from .quantizers import fit_params
 
     _, bn, pw = _first_pair()
@@ -811,14 +832,14 @@ def _bias_correction(per_channel: bool = False, clipped: bool = True) -> np.ndar
 
 @exercise("ex-dfq-bias-correction")
 def _dfq_bias_correction(answer):
-    expected = _bias_correction()
+    expected = bias_correction()
     atol = 1e-4 * float(np.abs(expected).max())
     fb, a = close(answer, expected, rtol=1e-4, atol=atol, what="the corrections"), _array(answer, expected.shape)
     if not fb and a is not None:
         for value, hint in [(-expected, "the sign is flipped: the correction is eps @ E[x], with eps = W_q - W"),
-                            (_bias_correction(clipped=False), "that uses E[x] = beta: the input passes a ReLU, so "
+                            (bias_correction(clipped=False), "that uses E[x] = beta: the input passes a ReLU, so "
                                                               "E[x] is the mean of a clipped normal"),
-                            (_bias_correction(per_channel=True), "those are per-channel weights; the exercise "
+                            (bias_correction(per_channel=True), "those are per-channel weights; the exercise "
                                                                  "quantizes per tensor")]:
             if np.allclose(a, value, rtol=1e-4, atol=atol):
                 return Feedback(False, hint), expected

@@ -56,7 +56,7 @@ from .layers import (ACTIVATION_LAYERS, GRID_PRESERVING, POOLING, inline_activat
 from .quantizers import round_half_away
 from .simulate import FakeQuant, Simulator
 
-__all__ = ["Grid", "LayerGrids", "grids", "export", "Exported", "to_tflite", "compare", "zoo", "partings"]
+__all__ = ["Grid", "LayerGrids", "grids", "export", "Exported", "to_tflite", "compare", "on_grid", "zoo", "partings"]
 
 _WEIGHT_OPS = {"CONV_2D": "conv2d", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
 _PASS_LAYERS = (keras.layers.InputLayer, keras.layers.Add) + ACTIVATION_LAYERS + GRID_PRESERVING + POOLING
@@ -460,7 +460,18 @@ def _rows(g: fb.Graph, layer_grids: dict, act: dict) -> list[dict]:
     return rows
 
 
-def _ok(row) -> bool:
+def on_grid(row) -> bool:
+    """Whether a row of :func:`compare` shows the tensor on qlib's grid: same scale (to 1e-6
+    relative), same zero points, per channel where qlib is, the same stored integers (weights and
+    biases) and not int4-packed (the int4 rows are checked by unpacking, in the tests).
+
+    Examples
+    --------
+    >>> row = dict(dtype="int8", scale_rel_diff=0.0, zero_points_equal=True, per_channel_ok=True,
+    ...            integers_identical=None)                      # an activation tensor
+    >>> on_grid(row), on_grid(dict(row, scale_rel_diff=1e-3))
+    (True, False)
+    """
     return row["dtype"] != "int4" and row["scale_rel_diff"] <= 1e-6 and row["zero_points_equal"] and \
         row["per_channel_ok"] and \
         row["integers_identical"] is not False
@@ -573,7 +584,7 @@ def export(quantized, weight_bits: int | None = None, per_channel: bool | None =
     act = _activation_grids(model)
     tflite = _convert(_traced(model, layer_grids, pc), int8_io)
     rows = _rows(fb.graph(tflite), layer_grids, act)
-    bad = [r for r in rows if not _ok(r)]
+    bad = [r for r in rows if not on_grid(r)]
     wrong_act = [r for r in bad if r["role"] == "activation"]
     if wrong_act:
         r = wrong_act[0]
@@ -586,7 +597,7 @@ def export(quantized, weight_bits: int | None = None, per_channel: bool | None =
         rewritten = _rewrite(model_t, fb.graph(model_t), bad, layer_grids)
         tflite = fb.write(model_t)
         rows = _rows(fb.graph(tflite), layer_grids, act)
-        still = [r for r in rows if not _ok(r)]
+        still = [r for r in rows if not on_grid(r)]
         if still:  # pragma: no cover - a bug, not a user error
             raise RuntimeError(f"rewriting did not put {still[0]['tensor']!r} on qlib's grid: {still[0]}")
     return Exported(tflite, bits, pc, rows, rewritten, model)

@@ -42,7 +42,7 @@ from .quantizers import round_half_away
 
 __all__ = ["ROUNDING", "KERNELS", "OPS", "quantize_multiplier", "saturating_rounding_doubling_high_mul",
            "rounding_divide_by_pot", "multiply_by_quantized_multiplier", "rounding_cases", "Step", "Model", "run",
-           "intermediates"]
+           "intermediates", "requantize", "double_rounding_float", "FLOAT_EXACT"]
 
 #: What :class:`Model` can follow: LiteRT's reference kernels, or the default (XNNPACK) kernels' arithmetic.
 KERNELS = ("reference", "xnnpack")
@@ -250,14 +250,23 @@ def _fixed(rounding):
     return "double" if rounding == "xnnpack" else rounding
 
 
-def _double_rounding_float(x: np.ndarray, m_scaled: np.ndarray, down: np.ndarray) -> np.ndarray:
+def double_rounding_float(x: np.ndarray, m_scaled: np.ndarray, down: np.ndarray) -> np.ndarray:
     """Double-rounding requantization in float64, exact for ``|x| < 2**22``.
 
     ``SaturatingRoundingDoublingHighMul`` is ``floor(x * M0 / 2**31 + 1/2)`` (ties up) and
     ``RoundingDivideByPOT`` rounds half away from zero. With ``|x * M0| < 2**53`` every step is an
     exact float64 operation (products of integers, powers of two, adding 1/2), so this equals
     :func:`multiply_by_quantized_multiplier` (checked exhaustively in the tests) at a quarter of
-    the cost. ``m_scaled = M0 * 2**-31``, ``down = 2**shift`` (``shift <= 0``)."""
+    the cost. ``m_scaled = M0 * 2**-31``, ``down = 2**shift`` (``shift <= 0``).
+
+    Examples
+    --------
+    >>> m0, shift = quantize_multiplier(0.0123)
+    >>> x = np.arange(-5000, 5000)
+    >>> fast = double_rounding_float(x.astype(np.float64), float(m0) * 2.0 ** -31, 2.0 ** float(shift))
+    >>> bool(np.array_equal(fast.astype(np.int64), multiply_by_quantized_multiplier(x, m0, shift)))
+    True
+    """
     u = x * m_scaled
     np.floor(u + 0.5, out=u)
     u *= down
@@ -265,17 +274,24 @@ def _double_rounding_float(x: np.ndarray, m_scaled: np.ndarray, down: np.ndarray
     return np.trunc(u, out=u)
 
 
-#: Accumulators below this magnitude take the float64 path of :func:`_double_rounding_float`.
+#: Accumulators below this magnitude take the float64 path of :func:`double_rounding_float`.
 FLOAT_EXACT = 2 ** 22
 
 
-def _requantize(acc, multiplier, shift, rounding, bias=None, zero_point: int = 0, lo: int = -128, hi: int = 127,
+def requantize(acc, multiplier, shift, rounding, bias=None, zero_point: int = 0, lo: int = -128, hi: int = 127,
                 block: int = 1 << 15) -> np.ndarray:
     """int8 ``clamp(MultiplyByQuantizedMultiplier(acc + bias) + zero_point, lo, hi)``, per channel on
     the last axis. ``acc`` may be a float array of exact integers (from the float matrix products).
 
     Runs in cache-sized blocks. The common case (double rounding, right shifts, positive ``M0``,
-    accumulators below ``2**22``) takes an exact float64 path; anything else the integer one."""
+    accumulators below ``2**22``) takes an exact float64 path; anything else the integer one.
+
+    Examples
+    --------
+    >>> m0, shift = quantize_multiplier(0.01)
+    >>> requantize(np.array([[-20000, 0, 1234, 50000]]), m0, shift, "double", zero_point=-3)
+    array([[-128,   -3,    9,  127]], dtype=int8)
+    """
     rounding = _fixed(rounding)
     acc = np.asarray(acc)
     channels = acc.shape[-1] if acc.ndim else 1
@@ -292,7 +308,7 @@ def _requantize(acc, multiplier, shift, rounding, bias=None, zero_point: int = 0
         if bias is not None:
             x += bias
         if fast and np.all(np.abs(x) < FLOAT_EXACT):
-            r = _double_rounding_float(x, m_scaled, down)
+            r = double_rounding_float(x, m_scaled, down)
         else:
             xi = x.astype(np.int64).astype(np.int32).astype(np.int64)  # an int32 accumulator wraps around
             r = multiply_by_quantized_multiplier(xi, m, shift, rounding).astype(np.float64)
@@ -311,7 +327,7 @@ def _accumulator(products, bias) -> np.ndarray:
 def _requant(acc, p, t_out, lo, hi, rounding):
     if rounding == "xnnpack":
         return _requantize_float32(acc, p["xnnpack_scale"], p["bias"], _q(t_out)[1], lo, hi)
-    return _requantize(acc, p["multiplier"], p["shift"], rounding, p["bias"], _q(t_out)[1], lo, hi)
+    return requantize(acc, p["multiplier"], p["shift"], rounding, p["bias"], _q(t_out)[1], lo, hi)
 
 
 def _requantize_float32(acc, scale, bias=None, zero_point: int = 0, lo: int = -128, hi: int = 127,
@@ -504,7 +520,7 @@ def _prepare_add(g, op, rounding):
         vb = (xb.astype(np.int64) - z_b) * (1 << left)
         sa = multiply_by_quantized_multiplier(va, m_a, sh_a, rounding)
         sb = multiply_by_quantized_multiplier(vb, m_b, sh_b, rounding)
-        return _requantize(sa + sb, m_y, sh_y, rounding, None, z_y, lo, hi)
+        return requantize(sa + sb, m_y, sh_y, rounding, None, z_y, lo, hi)
 
     return p, _pairwise_table(arithmetic)
 
@@ -543,7 +559,7 @@ def _prepare_mean(g, op, rounding):
         # QuantizedMeanOrSum folds 1/n into the multiplier
         sh = min(n.bit_length() - 1, 32, 31 + int(shift))
         mult = (int(m0) << sh) // n
-        return _requantize(total - z_x * n, mult, int(shift) - sh, rounding, None, z_y)
+        return requantize(total - z_x * n, mult, int(shift) - sh, rounding, None, z_y)
 
     return p, fn
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from .data import MissingDataError, verified_bytes
 
-__all__ = ["PHOTOS_JSON", "CROPS_PER_PHOTO", "photo_records", "load_photos", "photo_inputs"]
+__all__ = ["PHOTOS_JSON", "CROPS_PER_PHOTO", "photo_records", "photo_path", "load_photos", "photo_inputs"]
 
 PHOTOS_JSON = Path(__file__).resolve().parents[1] / "data" / "photos.json"
 
@@ -60,7 +60,16 @@ def photo_records(split: str | None = None) -> list[dict]:
     return [r for r in records if split is None or r["split"] == split]
 
 
-def _path(record: dict) -> Path:
+def photo_path(record: dict) -> Path:
+    """Where a photo of :func:`photo_records` lies on this machine: inside the installed
+    scikit-image package, or at its Debian path (under ``$QBOOK_PHOTO_ROOT`` when that is set, for
+    a copy of the files elsewhere with the same layout). Finds; reads and checks nothing.
+
+    Examples
+    --------
+    >>> photo_path(photo_records("calibration")[0]).name
+    'rocket.jpg'
+    """
     if record["package"] != "scikit-image":
         root = os.environ.get("QBOOK_PHOTO_ROOT")  # a copy of the files elsewhere, same layout under it
         return Path(root) / record["path"].lstrip("/") if root else Path(record["path"])
@@ -89,7 +98,7 @@ def _load(record: dict, min_short: int | None = None):
     pkg = record["package"]
     how = ("pip install scikit-image" if pkg == "scikit-image"
            else f"Debian package {pkg}: apt-get install --no-install-recommends {pkg}")
-    data = verified_bytes(_path(record), record["sha256"], f"the photo {record['name']!r} ({how})")
+    data = verified_bytes(photo_path(record), record["sha256"], f"the photo {record['name']!r} ({how})")
     return _decode(data, record["name"], min_short)
 
 

@@ -8,7 +8,10 @@ and returns scalars (``axis=None``) or one value per slice along ``axis``; pass 
 - :func:`percentile`: ignore the outermost tails.
 - :func:`mse`: the clipping ratio that minimises the mean squared quantization error.
 - :func:`greedy_search`: the LPIRC 2018 winner's search over step size and offset that
-  minimises quantization loss plus saturation loss on a histogram of the tensor.
+  minimises quantization loss plus saturation loss on a histogram of the tensor;
+  :func:`greedy_ranges` runs the same search on histograms already made, one row at a time
+  (the plain reference) or all rows at once (what :func:`greedy_search` uses), and
+  :func:`pairwise_sum` is the numpy-exact summation that makes the two agree bit for bit.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 from ._checks import check_array, check_axis, check_count, check_num_bits
 from .quantizers import TFLITE_MIN_RANGE, compute_params, tensor_min_max
 
-__all__ = ["minmax", "percentile", "mse", "histogram", "quantization_loss", "greedy_search", "RANGE_SETTERS"]
+__all__ = ["minmax", "percentile", "mse", "histogram", "quantization_loss", "greedy_search", "greedy_ranges",
+           "pairwise_sum", "RANGE_SETTERS"]
 
 
 def _channels_first(x: np.ndarray, axis: int | None) -> np.ndarray:
@@ -169,7 +173,8 @@ def _greedy_row_reference(counts, centres, num_bits, symmetric, max_steps):
     """Greedy coordinate descent on (min, max) over histogram bin positions, one row at a time.
 
     The original (scalar) implementation, kept as the reference that :func:`_greedy_rows`
-    must reproduce exactly (``tests/test_ranges.py``, ``benchmarks/greedy_speed.py``).
+    must reproduce exactly: ``greedy_ranges(..., method="loop")`` (``tests/test_ranges.py``,
+    ``benchmarks/greedy_speed.py``).
     """
     n = centres.size
     width = centres[1] - centres[0] if n > 1 else TFLITE_MIN_RANGE
@@ -221,7 +226,7 @@ def _greedy_row_reference(counts, centres, num_bits, symmetric, max_steps):
     return edges[i], edges[j]
 
 
-def _pairwise_sum(a: np.ndarray, start: np.ndarray, n: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+def pairwise_sum(a: np.ndarray, start: np.ndarray, n: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """``[a[r, s:s + m].sum() for r, s, m in zip(rows, start, n)]`` for ``a >= 0``, bit for bit.
 
     numpy sums a float array pairwise: fewer than 8 values in order; up to 128 in eight running
@@ -231,7 +236,42 @@ def _pairwise_sum(a: np.ndarray, start: np.ndarray, n: np.ndarray, rows: np.ndar
     summed the same way. Replaying that order for every row at once keeps the vectorized greedy
     search's losses, and so its choices, identical to the one-row-at-a-time reference. Adding
     ``+0.0`` leaves a sum of non-negative values unchanged, so windows are padded with zeros.
+
+    Parameters
+    ----------
+    a : ndarray of shape (rows, width)
+        Non-negative values (the greedy search's per-bin losses).
+    start, n : ndarray of int, one per summed window
+        Where each window starts in its row and how many values it holds.
+    rows : ndarray of int, optional
+        The row of each window (default: window ``k`` is in row ``k``).
+
+    Returns
+    -------
+    ndarray of float64: one sum per window, equal bit for bit to ``a[row, start:start + n].sum()``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.exponential(size=(3, 300)) * 10.0 ** rng.integers(-8, 8, size=(3, 300))
+    >>> start, n = np.array([0, 5, 17]), np.array([300, 140, 9])
+    >>> sums = pairwise_sum(a, start, n)
+    >>> [bool(sums[k] == a[k, s:s + m].sum()) for k, (s, m) in enumerate(zip(start, n))]
+    [True, True, True]
     """
+    a = _two_d(a, "a")
+    start, n = np.asarray(start), np.asarray(n)
+    if start.shape != n.shape or start.ndim != 1:
+        raise ValueError(f"start and n must be 1-D and the same length, got shapes {start.shape} and {n.shape}")
+    if np.any(a < 0):
+        raise ValueError("pairwise_sum pads windows with +0.0 and so needs a >= 0; it got negative values")
+    if np.any(n < 0) or np.any(start < 0) or np.any(start + n > a.shape[1]):
+        raise ValueError(f"every window must lie in its row: 0 <= start and start + n <= {a.shape[1]}")
+    return _pairwise_sum(a, start, n, rows)
+
+
+def _pairwise_sum(a: np.ndarray, start: np.ndarray, n: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """:func:`pairwise_sum` without the checks (the greedy search's inner loop)."""
     rows = np.arange(a.shape[0]) if rows is None else rows
     out = np.empty(rows.shape[0])
     big = n > 128
@@ -305,7 +345,7 @@ def _greedy_rows(counts, centres, num_bits, symmetric, max_steps):
     """:func:`_greedy_row_reference` for every row of ``counts``/``centres`` (channels x bins) at once.
 
     Every row takes the same decisions as in the reference: the losses are computed with the
-    same float operations in the same order (:func:`_pairwise_sum`), moves are tried in the same
+    same float operations in the same order (:func:`pairwise_sum`), moves are tried in the same
     order, ties go to the first move, and a row stops when the reference would.
     """
     counts = np.asarray(counts, np.float64)
@@ -417,12 +457,65 @@ def greedy_search(x, axis: int | None = None, num_bits: int = 8, symmetric: bool
     bins = check_count(bins, "bins", 2)
     rows = _channels_first(x, ax)
     hists = [histogram(row, bins) for row in rows]
-    if len(hists) < _VECTORIZE_FROM:  # per tensor: the plain loop has less overhead, same answer
-        lo, hi = np.array([_greedy_row_reference(c, m, num_bits, symmetric, int(max_steps)) for c, m in hists]).T
-    else:
-        counts, centres = np.stack([h[0] for h in hists]), np.stack([h[1] for h in hists])
-        lo, hi = _greedy_rows(counts, centres, num_bits, symmetric, int(max_steps))
+    counts, centres = np.stack([h[0] for h in hists]), np.stack([h[1] for h in hists])
+    lo, hi = _greedy(counts, centres, num_bits, symmetric, int(max_steps), "auto")
     return _finish(lo, hi, ax)
+
+
+def greedy_ranges(counts, centres, num_bits: int = 8, symmetric: bool = False, max_steps: int = 1000,
+                  method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`greedy_search` on histograms already made: one ``(min, max)`` per row.
+
+    Parameters
+    ----------
+    counts, centres : ndarray of shape (rows, bins)
+        One histogram per row, as :func:`histogram` makes them (``centres`` evenly spaced).
+    num_bits, symmetric, max_steps
+        As in :func:`greedy_search`.
+    method : {"auto", "rows", "loop"}
+        ``"loop"``: one row at a time in plain Python (the original implementation, the
+        reference); ``"rows"``: every row at once, as arrays (same losses to the last bit,
+        same moves, same ties, so the same ranges); ``"auto"``: the loop below 4 rows
+        (less overhead), else the arrays.
+
+    Returns
+    -------
+    (min, max): two float arrays of shape (rows,).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> hists = [histogram(rng.laplace(size=500) * s, 256) for s in (0.1, 1.0, 10.0, 0.01, 3.0)]
+    >>> counts, centres = np.stack([h[0] for h in hists]), np.stack([h[1] for h in hists])
+    >>> loop = greedy_ranges(counts, centres, num_bits=4, method="loop")
+    >>> rows = greedy_ranges(counts, centres, num_bits=4, method="rows")
+    >>> all(np.array_equal(a, b) for a, b in zip(loop, rows))
+    True
+    """
+    if method not in ("auto", "rows", "loop"):
+        raise ValueError(f"method must be 'auto', 'rows' or 'loop', got {method!r}")
+    counts, centres = _two_d(counts, "counts"), _two_d(centres, "centres")
+    if counts.shape != centres.shape:
+        raise ValueError(f"counts and centres must have the same shape (rows, bins), got {counts.shape} and {centres.shape}")
+    if np.any(counts < 0):
+        raise ValueError("counts must be non-negative (a histogram)")
+    num_bits = check_num_bits(num_bits)
+    max_steps = check_count(max_steps, "max_steps", 0)
+    return _greedy(counts, centres, num_bits, bool(symmetric), int(max_steps), method)
+
+
+def _two_d(x, name):
+    x = check_array(x, name)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows, bins), got shape {x.shape}")
+    return x
+
+
+def _greedy(counts, centres, num_bits, symmetric, max_steps, method):
+    if method == "loop" or (method == "auto" and counts.shape[0] < _VECTORIZE_FROM):
+        res = np.array([_greedy_row_reference(c, m, num_bits, symmetric, max_steps) for c, m in zip(counts, centres)])
+        return res[:, 0], res[:, 1]
+    return _greedy_rows(counts, centres, num_bits, symmetric, max_steps)
 
 
 #: Setters by name, for sweeps and figures.

@@ -121,7 +121,7 @@ def part_converter(s, calib, refresh, limit):
                 return dict(storage=types, scale_ratio_median=float(np.median(ratios)),
                             scale_ratio_min=float(np.min(ratios)), scale_ratio_max=float(np.max(ratios)),
                             layers=layers, layers_integers_identical=same, rewritten_after=len(e.rewritten),
-                            on_qlib_grid_after=all(export._ok(r) for r in e.rows))
+                            on_qlib_grid_after=all(export.on_grid(r) for r in e.rows))
 
             res = cached("rk_converter", key, run, refresh)
             records.append(dict(table="converter", model="v1_standard", weight_bits=bits, per_channel=pc, **res))

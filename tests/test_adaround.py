@@ -143,7 +143,7 @@ def test_against_brute_force_on_tiny_layers():
 
 
 def test_layer_inputs_are_collected_incrementally_through_residual_branches():
-    from qlib.adaround import _QuantizedInputs
+    from qlib.adaround import LayerInputs
 
     keras.utils.set_random_seed(3)
     inp = keras.Input((6, 6, 2), name="image")
@@ -157,7 +157,7 @@ def test_layer_inputs_are_collected_incrementally_through_residual_branches():
     data = np.random.default_rng(0).normal(size=(10, 6, 6, 2)).astype(np.float32)
     q = Simulator(m, data).quantize(4, 8)
     names = ["c0", "dw", "pw", "c2", "fc"]
-    stream = _QuantizedInputs(q, names, data, batch=3)
+    stream = LayerInputs(q, names, data, batch=3)
     for name in names:
         direct = keras.Model(q.input, q.get_layer(name).input)(data).numpy()
         np.testing.assert_allclose(stream.next(), direct, atol=1e-6, err_msg=name)

@@ -7,7 +7,9 @@
   but numpy and the standard library;
 - the layer rules (which Keras layers are weighted, activations, pass-through) live in
   ``qlib/layers.py`` only: no other module tests ``isinstance`` against the weighted or activation
-  classes, or defines its own module-level tuple of Keras layer classes.
+  classes, or defines its own module-level tuple of Keras layer classes;
+- tests and benchmarks use qlib's public names only: no ``from qlib.x import _private`` and no
+  ``module._private`` on a qlib module (what a test needs is public, documented and exampled).
 """
 
 import ast
@@ -120,3 +122,42 @@ def test_layer_rules_live_in_layers_py(name):
     for node in _tree(name).body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple):
             assert not _ruled_classes(node.value, GROUPED), f"qlib.{name}:{node.lineno} defines a layer-class tuple"
+
+
+def _private_uses(source: str) -> list:
+    """``(line, name)`` for every private qlib name a file imports or reads off a qlib module."""
+    tree, modules, out = ast.parse(source), set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "qlib":
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    out.append((node.lineno, f"{node.module}.{a.name}"))
+                elif node.module == "qlib":
+                    modules.add(a.asname or a.name)  # from qlib import deploy
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("qlib."):
+                    modules.add(a.asname or a.name)  # import qlib.deploy as deploy
+            modules.update(["qlib"] if any(a.name == "qlib" for a in node.names) else [])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            base = ast.unparse(node.value)
+            if base in modules or base.startswith("qlib."):
+                out.append((node.lineno, f"{base}.{node.attr}"))
+    return out
+
+
+USERS = sorted(p for d in ("tests", "benchmarks") for p in (QLIB.parent / d).glob("*.py"))
+
+
+@pytest.mark.parametrize("path", USERS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_tests_and_benchmarks_use_public_names_only(path):
+    uses = _private_uses(path.read_text())
+    assert not uses, f"{path.name} uses private qlib names: {uses}"
+
+
+def test_the_private_name_check_can_fail():
+    src = ("from qlib.ranges import _greedy_rows, greedy_search\nfrom qlib import deploy\nimport qlib.integer as i\n"
+           "deploy._ready(1)\ni._requantize(2)\nqlib.cache._source_file('x')\ndeploy.__name__\n")
+    assert [n for _, n in _private_uses(src)] == ["qlib.ranges._greedy_rows", "deploy._ready", "i._requantize",
+                                                 "qlib.cache._source_file"]

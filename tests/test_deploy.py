@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qlib import deploy
+from qlib import deploy, flatbuffer
+from qlib.tflite import interpreter, invoke, quantize_input
 from qlib.score import lpirc_score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny():
     """The tiny Keras model of qlib.deploy's examples, its calibration data and its int8 .tflite."""
     x = np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype(np.float32)
-    return deploy._example_keras(), x, deploy._example_model()
+    return deploy.example_keras(), x, deploy.example_tflite()
 
 
 # --- the parser, on the tool's own published output ----------------------------------------------
@@ -66,8 +67,16 @@ def test_published_sample_is_checked(tmp_path, monkeypatch):
 
 # --- every exported format loads and runs -----------------------------------------------------------
 
+def _ready(tfl, kernels, inputs):
+    """A one-thread LiteRT interpreter with its inputs set (float inputs quantized where int8)."""
+    it = interpreter(tfl, kernels=kernels, num_threads=1)
+    for d, v in zip(it.get_input_details(), inputs):
+        it.set_tensor(d["index"], v)
+    return it
+
+
 def _run(tfl, x, kernels):
-    it = deploy._ready(tfl, kernels, 1, x=x[:1])
+    it = _ready(tfl, kernels, [quantize_input(tfl, x[:1])])
     it.invoke()
     out = it.get_output_details()[0]
     y = it.get_tensor(out["index"]).astype(np.float64)
@@ -93,9 +102,7 @@ def test_every_format_loads_and_runs_on_every_kernel_set(tiny):
             assert np.abs(y - ref).max() <= tol * np.abs(ref).max(), (name, kernels, y, ref)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("qlib.export") is None,
-                    reason="ISSUE 9: qlib.export (qlib's grids in a .tflite) is not merged yet")
-def test_qlib_export_loads_and_runs(tiny):  # pragma: no cover - runs once issue 9 is merged
+def test_qlib_export_loads_and_runs(tiny):
     from qlib.export import to_tflite
     from qlib.simulate import Simulator
 
@@ -112,12 +119,12 @@ def test_qlib_export_loads_and_runs(tiny):  # pragma: no cover - runs once issue
 def test_single_op_models_reproduce_the_whole_model(tiny):
     model, x, tfl = tiny
     ops = deploy.op_models(tfl)
-    values = deploy._intermediates(tfl, 1, x[:1], 0)
-    g = deploy._read(tfl).subgraphs[0]
+    values = invoke(tfl, quantize_input(tfl, x[:1]), kernels="optimized", all_tensors=True, num_threads=1)
+    g = flatbuffer.read(tfl).subgraphs[0]
     fused = deploy.op_models(tfl, fuse_pad=True)
     assert len(fused) == len(ops) - 1 and fused[1].fused == ("PAD",) and fused[1].op_type == "DEPTHWISE_CONV_2D"
     for o in ops + fused:  # optimized kernels, no delegate: every cut reproduces its tensor bit for bit
-        it = deploy._ready(o.tflite, "optimized", 1, inputs=[values[i] for i in o.inputs])
+        it = _ready(o.tflite, "optimized", [values[i] for i in o.inputs])
         it.invoke()
         np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]),
                                       values[int(g.operators[o.index].outputs[0])])
@@ -173,9 +180,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="TFL3"):
         deploy.profile_ops(b"\0" * 64)
     with pytest.raises(ValueError, match="kernels"):
-        deploy.time_models({"m": deploy._example_model()}, kernels="fast")
+        deploy.time_models({"m": deploy.example_tflite()}, kernels="fast")
     with pytest.raises(ValueError, match="num_threads"):
-        deploy.time_models({"m": deploy._example_model()}, num_threads=0)
+        deploy.time_models({"m": deploy.example_tflite()}, num_threads=0)
     with pytest.raises(ValueError, match="non-empty"):
         deploy.time_models({})
 
@@ -183,7 +190,7 @@ def test_bad_arguments():
 # --- latency and the score ------------------------------------------------------------------------------
 
 def test_time_models_interleaves_and_times_each_call():
-    tfl = deploy._example_model()
+    tfl = deploy.example_tflite()
     t = deploy.time_models({"a": tfl, "b": tfl}, rounds=3, per_round=4)
     assert set(t) == {"a", "b"} and t["a"].n == t["b"].n == 12
     assert 0 < t["a"].min_ms <= t["a"].q1_ms <= t["a"].median_ms <= t["a"].q3_ms

@@ -93,7 +93,7 @@ def _wald():
 
 
 def _kernel_stats(name):
-    return exercises._imagenet_depthwise()[name][1]
+    return exercises.imagenet_depthwise()[name][1]
 
 
 @pytest.mark.parametrize("label, wrong, words", [
@@ -118,7 +118,7 @@ def _kernel_stats(name):
     ("ex-dfq-equalize", lambda r: 1 / r, "1/s"),
     ("ex-dfq-equalize", lambda r: r ** 2, "square"),
     ("ex-dfq-bias-correction", lambda r: -r, "sign"),
-    ("ex-dfq-bias-correction", lambda r: exercises._bias_correction(clipped=False), "clipped normal"),
+    ("ex-dfq-bias-correction", lambda r: exercises.bias_correction(clipped=False), "clipped normal"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_common_mistakes_are_named(label, wrong, words):
     fb = check(label, wrong(reference(label)))
@@ -134,7 +134,7 @@ def test_the_fold_scale_checker_names_a_missing_square_root():
 
 def test_the_numpy_weights_match_the_keras_port_in_shape_and_order():
     """The checkers read the ImageNet depthwise layers from the state dict; the chapters from Keras."""
-    dw = exercises._imagenet_depthwise()
+    dw = exercises.imagenet_depthwise()
     assert list(dw)[:2] == ["expanded_conv_depthwise", "block_1_depthwise"] and len(dw) == 17
     assert [k.shape[-1] for k, _ in dw.values()][:4] == [32, 96, 144, 144]
     assert all(k.shape[:2] == (3, 3) for k, _ in dw.values())

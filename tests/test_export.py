@@ -86,7 +86,7 @@ def test_zoo_model_every_tensor_on_qlibs_grid():
     """The book's export of a zoo model (qlib.export.zoo: one validation image per class)."""
     e = export.zoo("v1_friendly", 8, True)
     assert e.rewritten == [] and len(e.rows) == 28 + 15 + 34  # 28 kernels, 15 biases (BN-folded), activations
-    assert all(export._ok(r) for r in e.rows)
+    assert all(export.on_grid(r) for r in e.rows)
     # and independently: every kernel of the folded float model, quantized by qlib.layers
     from qlib.folding import fold_batchnorm
     from qlib.zoo import load_model
@@ -117,7 +117,7 @@ def test_dfq_output_greedy_ranges_and_low_bits(calib):
                                  setter_name="greedy")
     e = export.export(q)  # bits and per-channel inferred from the kernels
     assert (e.weight_bits, e.per_channel) == (4, False)
-    assert e.rewritten and all(export._ok(r) for r in export.compare(e.tflite, q, 4, False))
+    assert e.rewritten and all(export.on_grid(r) for r in export.compare(e.tflite, q, 4, False))
     w = [flatbuffer.graph(e.tflite).tensors[r["index"]] for r in e.rows if r["role"] == "weight"]
     assert all(t.dtype == np.int8 and t.scale.size in (1, t.shape[0]) and np.abs(t.data).max() == 7 for t in w)
 

@@ -60,7 +60,7 @@ def test_requantization_is_rounding_of_the_exact_product_except_double_rounding(
     # the high multiply rounds to 2**(shift-31) first: the final error can pass 1/2 by half of that step
     assert err.max() <= 0.5 + 2.0 ** (int(shift) - 1) and err.max() > 0.5
     assert 0 < np.mean(double != single) < 0.01
-    assert np.array_equal(integer._requantize(x[:, None] // 2 ** 17, m0, shift, "double").ravel(),
+    assert np.array_equal(integer.requantize(x[:, None] // 2 ** 17, m0, shift, "double").ravel(),
                           np.clip(integer.multiply_by_quantized_multiplier(x // 2 ** 17, m0, shift), -128, 127))
 
 
@@ -226,5 +226,5 @@ def test_float64_fast_path_is_the_integer_arithmetic():
     x = np.r_[np.arange(-2 ** 16, 2 ** 16), rng.integers(-integer.FLOAT_EXACT + 1, integer.FLOAT_EXACT, 2 ** 17)]
     for real in np.r_[rng.uniform(1e-7, 0.999, 12), 0.5, 0.25 + 2 ** -31, 2.0 ** -20]:
         m0, shift = integer.quantize_multiplier(real)
-        fast = integer._double_rounding_float(x.astype(np.float64), float(m0) * 2.0 ** -31, 2.0 ** float(shift))
+        fast = integer.double_rounding_float(x.astype(np.float64), float(m0) * 2.0 ** -31, 2.0 ** float(shift))
         assert np.array_equal(fast.astype(np.int64), integer.multiply_by_quantized_multiplier(x, m0, shift)), real

@@ -102,7 +102,7 @@ def test_photo_root_override_reads_a_copy(tmp_path, monkeypatch):
     copy.parent.mkdir(parents=True)
     shutil.copy(rec["path"], copy)
     monkeypatch.setenv("QBOOK_PHOTO_ROOT", str(tmp_path))
-    assert photos._path(rec) == copy
+    assert photos.photo_path(rec) == copy
     monkeypatch.setenv("QBOOK_PHOTO_ROOT", str(tmp_path / "empty"))
     with pytest.raises(MissingDataError):
         photos.load_photos("calibration")

@@ -98,15 +98,15 @@ def test_setters_reject_bad_input():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from qlib.ranges import _greedy_row_reference, _greedy_rows, _pairwise_sum  # noqa: E402
+from qlib.ranges import greedy_ranges, pairwise_sum  # noqa: E402
 
 
 def _reference(counts, centres, bits, symmetric, max_steps=1000):
-    return np.array([_greedy_row_reference(c, m, bits, symmetric, max_steps) for c, m in zip(counts, centres)])
+    return np.stack(greedy_ranges(counts, centres, bits, symmetric, max_steps, method="loop"), axis=1)
 
 
 def _vectorized(counts, centres, bits, symmetric, max_steps=1000):
-    return np.stack(_greedy_rows(counts, centres, bits, symmetric, max_steps), axis=1)
+    return np.stack(greedy_ranges(counts, centres, bits, symmetric, max_steps, method="rows"), axis=1)
 
 
 @st.composite
@@ -177,4 +177,18 @@ def test_pairwise_sum_is_numpys_sum_bit_for_bit(seed, width):
     n = rng.integers(0, width + 1, size=20)
     start = np.array([rng.integers(0, width - m + 1) for m in n])
     expected = np.array([a[k, s:s + m].sum() for k, (s, m) in enumerate(zip(start, n))])
-    assert np.array_equal(_pairwise_sum(a, start, n), expected)
+    assert np.array_equal(pairwise_sum(a, start, n), expected)
+
+
+def test_greedy_ranges_and_pairwise_sum_reject_bad_input():
+    c, m = histogram(np.arange(10.0), 8)
+    with pytest.raises(ValueError, match="method"):
+        greedy_ranges(c[None], m[None], method="fast")
+    with pytest.raises(ValueError, match="2-D"):
+        greedy_ranges(c, m)
+    with pytest.raises(ValueError, match="same shape"):
+        greedy_ranges(c[None], m[None, :4])
+    with pytest.raises(ValueError, match="a >= 0"):
+        pairwise_sum(-np.ones((1, 4)), np.array([0]), np.array([4]))
+    with pytest.raises(ValueError, match="lie in its row"):
+        pairwise_sum(np.ones((1, 4)), np.array([2]), np.array([4]))
