@@ -44,6 +44,8 @@ QBOOK_CSS = """/* written by book/_ext/qbook_offline.py */
 /* plotly draws an open dropdown below its figure: keep it above the next heading or paragraph
    (below the theme's sticky headers, z-index 1020+) */
 div.qbook-plotly { position: relative; z-index: 5; }
+/* a long URL in a reference breaks anywhere rather than widening a phone's page */
+div.citation, div.citation a { overflow-wrap: anywhere; }
 """
 
 
