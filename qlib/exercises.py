@@ -909,19 +909,24 @@ def _integer_bias(answer):
 
 @exercise("ex-integer-single-rounding")
 def _integer_single_rounding(answer):
-    from .data import fashion_mnist, preprocess
-    from .integer import Model
-    from .tflite import quantize_input
-
-    e, model, _ = _integer_chapter()
-    xq = quantize_input(e.tflite, preprocess(fashion_mnist("test")[0][:200]))
-    expected = float(np.mean(Model(e.tflite, rounding="single").run(xq) != model.run(xq)))
+    expected = _integer_single_rounding_expected()
     v = _number(answer, "the share of int8 logits that change")
     if isinstance(v, Feedback):
         return v, expected
     if 1 < v <= 100 and np.isclose(v / 100, expected, rtol=1e-9, atol=1e-9):
         return Feedback(False, "that looks like a percentage: give the share as a fraction in [0, 1]"), expected
     return close(v, expected, rtol=1e-9, atol=1e-9, what="the share of int8 logits that change"), expected
+
+
+@lru_cache(maxsize=1)
+def _integer_single_rounding_expected() -> float:
+    from .data import fashion_mnist, preprocess
+    from .integer import Model
+    from .tflite import quantize_input
+
+    e, model, _ = _integer_chapter()
+    xq = quantize_input(e.tflite, preprocess(fashion_mnist("test")[0][:200]))
+    return float(np.mean(Model(e.tflite, rounding="single").run(xq) != model.run(xq)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -931,6 +936,12 @@ def _integer_single_rounding(answer):
 @exercise("ex-deploy-ms-per-mac")
 def _deploy_ms_per_mac(answer):
     """Host profile of the ImageNet MobileNetV2 int8: CPU ms per million MACs, depthwise over CONV_2D."""
+    expected = _deploy_ms_per_mac_expected()
+    return close(answer, expected, rtol=0.01, what="the depthwise / CONV_2D cost per MAC"), expected
+
+
+@lru_cache(maxsize=1)
+def _deploy_ms_per_mac_expected() -> float:
     from .results import load
 
     ops = load("op_profile").select(kind="op", model="imagenet_mobilenet_v2", variant="int8", kernels="default")
@@ -939,8 +950,7 @@ def _deploy_ms_per_mac(answer):
         sel = [o for o in ops if o["op_type"] == op_type]
         return sum(o["cpu_ms"] for o in sel) / (sum(o["macs"] for o in sel) / 1e6)
 
-    expected = cost("DEPTHWISE_CONV_2D") / cost("CONV_2D")
-    return close(answer, expected, rtol=0.01, what="the depthwise / CONV_2D cost per MAC"), expected
+    return cost("DEPTHWISE_CONV_2D") / cost("CONV_2D")
 
 
 @exercise("ex-deploy-score")
@@ -988,6 +998,14 @@ def _pq_int8_codebooks(answer):
 
 @exercise("ex-lowrank-macs")
 def _lowrank_macs(answer):
+    expected = _lowrank_macs_expected()
+    whole = isinstance(answer, (int, float, np.integer, np.floating)) and np.isfinite(answer) \
+        and float(answer).is_integer()
+    return equal(int(answer) if whole else answer, expected, what="the multiply-adds per image"), expected
+
+
+@lru_cache(maxsize=1)
+def _lowrank_macs_expected() -> int:
     from .models import build
     from .zoo import manifest
 
@@ -996,21 +1014,23 @@ def _lowrank_macs(answer):
     layer = build(**config).get_layer("block7_pw")
     h, w = layer.output.shape[1:3]
     cin, cout = layer.kernel.shape[2:]
-    expected = int(h * w * 64 * (cin + cout))
-    whole = isinstance(answer, (int, float, np.integer, np.floating)) and np.isfinite(answer) \
-        and float(answer).is_integer()
-    return equal(int(answer) if whole else answer, expected, what="the multiply-adds per image"), expected
+    return int(h * w * 64 * (cin + cout))
 
 
 @exercise("ex-lowrank-energy")
 def _lowrank_energy(answer):
+    expected = _lowrank_energy_expected()
+    return equal(answer, expected, what="the rank"), expected
+
+
+@lru_cache(maxsize=1)
+def _lowrank_energy_expected() -> int:
     from .folding import fold_batchnorm
     from .lowrank import rank_for_energy
     from .zoo import load_model
 
     kernel = fold_batchnorm(load_model("v1_standard")).get_layer("block13_pw").get_weights()[0]
-    expected = rank_for_energy(kernel, 0.9)
-    return equal(answer, expected, what="the rank"), expected
+    return rank_for_energy(kernel, 0.9)
 
 
 # --- Part IV: distillation (book/distillation.md) ---
@@ -1065,6 +1085,14 @@ def _adaround_pair(answer):
 
 @exercise("ex-adaround-mean")
 def _adaround_mean(answer):
+    expected = _adaround_mean_expected()
+    if answer is None:
+        return Feedback(False, "no answer"), expected
+    return close(answer, expected, rtol=1e-3, what="the output error left after bias correction"), expected
+
+
+@lru_cache(maxsize=1)
+def _adaround_mean_expected() -> float:
     import keras
 
     from .adaround import calibration_subset
@@ -1077,7 +1105,4 @@ def _adaround_mean(answer):
     w = model.get_layer("logits").get_weights()[0].astype(np.float64)
     scale = np.abs(w).max(axis=0) / 3
     dw = np.clip(np.round(w / scale), -3, 3) * scale - w
-    expected = float(np.mean((x @ dw - x.mean(axis=0) @ dw) ** 2))
-    if answer is None:
-        return Feedback(False, "no answer"), expected
-    return close(answer, expected, rtol=1e-3, what="the output error left after bias correction"), expected
+    return float(np.mean((x @ dw - x.mean(axis=0) @ dw) ** 2))

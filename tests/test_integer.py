@@ -146,7 +146,7 @@ def test_quantize_input_rounds_like_the_quantize_kernel(tiny_ops):
         assert np.array_equal(tflite.quantize_input(int8_io, v), kernel)
 
 
-# --- the zoo: 500 test images per model ----------------------------------------------------------------
+# --- the zoo: 100 test images per model (all 10,000 in scripts/real_kernels.py) ---------
 
 #: per channel or per tensor, one export per model (the full test set, both settings, runs in
 #: scripts/real_kernels.py); v1_standard per channel is the book's (shared with the exercises' checker)
@@ -155,23 +155,25 @@ ZOO_SETTINGS = {"v1_standard": True, "v1_friendly": True, "v2_standard": False, 
 
 @pytest.fixture(scope="module")
 def zoo_inputs():
-    return preprocess(fashion_mnist("test")[0][:500])
+    return preprocess(fashion_mnist("test")[0][:100])
 
 
 @pytest.mark.parametrize("name", list(ZOO_SETTINGS))
-def test_zoo_model_bit_exact_on_500_test_images(zoo_inputs, name):
-    """Every int8 output on 500 test images, and every intermediate tensor on the first 50, equal
-    to the reference kernels' (the book's calibration: one validation image per class)."""
+def test_zoo_model_bit_exact_on_100_test_images(zoo_inputs, name):
+    """Every int8 output on 100 test images, and every intermediate tensor on the first 20, equal
+    to the reference kernels' (the book's calibration: one validation image per class). Bit-exactness
+    is a per-element property, so the sample size buys coverage of inputs, not precision; all
+    10,000 images run in scripts/real_kernels.py, whose shipped result the next test checks."""
     tfl = export.zoo(name, 8, ZOO_SETTINGS[name]).tflite
     xq = tflite.quantize_input(tfl, zoo_inputs)
     g = flatbuffer.graph(tfl)
     ours = integer.Model(tfl)
-    out = ours.run(xq, batch_size=500)
-    ref = tflite.invoke(tfl, xq, kernels="reference", batch_size=500)
-    assert out.shape == (500, 10) and out.dtype == np.int8
+    out = ours.run(xq, batch_size=100)
+    ref = tflite.invoke(tfl, xq, kernels="reference", batch_size=100)
+    assert out.shape == (100, 10) and out.dtype == np.int8
     assert np.array_equal(out, ref), f"{np.mean(out != ref):.3%} of the int8 outputs differ"
-    every = ours.run(xq[:50], all_tensors=True)
-    every_ref = tflite.invoke(tfl, xq[:50], kernels="reference", all_tensors=True)
+    every = ours.run(xq[:20], all_tensors=True)
+    every_ref = tflite.invoke(tfl, xq[:20], kernels="reference", all_tensors=True)
     assert len(every_ref) == len(g.ops) + 1  # every op's output, and the input
     assert sorted(every) == sorted(every_ref)
     assert all(np.array_equal(every[k], every_ref[k]) for k in every_ref), \

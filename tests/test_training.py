@@ -15,10 +15,10 @@ def test_train_script_smoke_run_on_cpu(tmp_path):
         import train_zoo
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    train_zoo.main(["--models", "v2_friendly", "--epochs", "1", "--limit", "128", "--batch-size", "64",
+    train_zoo.main(["--models", "v1_standard", "--epochs", "1", "--limit", "128", "--batch-size", "64",
                     "--out", str(tmp_path)])
-    entry = json.loads((tmp_path / "manifest.json").read_text())["v2_friendly"]
+    entry = json.loads((tmp_path / "manifest.json").read_text())["v1_standard"]
     assert entry["epochs"] == 1 and entry["seed"] == 0 and len(entry["sha256"]) == 64
-    assert "--models v2_friendly --epochs 1" in entry["command"] and entry["command"].endswith("--limit 128")
-    model = zoo.load_model("v2_friendly", tmp_path)
+    assert "--models v1_standard --epochs 1" in entry["command"] and entry["command"].endswith("--limit 128")
+    model = zoo.load_model("v1_standard", tmp_path)
     assert model.count_params() == entry["params"]
