@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import numpy as np  # noqa: E402
 
 from qlib import deploy  # noqa: E402
 from tools_compared import qlib_quantized, qlib_route  # noqa: E402

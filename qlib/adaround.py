@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from ._checks import check_batch, check_num_bits
 from .graph import as_functional, consumers
-from .layers import WEIGHTED, inline_activation, is_relu, is_relu6, kind, outputs_last, quantize_kernel
+from .layers import WEIGHTED, inline_activation, is_relu, is_relu6, kind, quantize_kernel
 from .quantizers import integer_range, round_half_away
 from .ranges import minmax
 from .simulate import Simulator

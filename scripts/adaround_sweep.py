@@ -62,7 +62,7 @@ from qlib.adaround import adaround, calibration_subset  # noqa: E402
 from qlib.cache import CACHE_DIR, cache_key, cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.dfq import dfq  # noqa: E402
-from qlib.evaluate import evaluate, fidelity, predict  # noqa: E402
+from qlib.evaluate import evaluate, predict  # noqa: E402
 from qlib.layers import quantize_kernel  # noqa: E402
 from qlib.simulate import Simulator  # noqa: E402
 from qlib.tflite import convert_int8  # noqa: E402

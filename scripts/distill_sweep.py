@@ -133,7 +133,7 @@ def deploy(args, splits, test):
     parts = sorted(args.work.glob("*.json"))
     if not parts:
         raise SystemExit(f"no trained runs in {args.work}; run --phase train first")
-    records, metas = [], {}
+    records = []
     for part in parts:
         saved = json.loads(part.read_text())
         rec, meta = saved["record"], saved["meta"]

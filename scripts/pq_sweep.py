@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from partiv_common import accuracy, provenance, write_results  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 from qlib.cache import cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402

@@ -55,7 +55,7 @@ from qlib import cache as qcache  # noqa: E402
 from qlib.cache import code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.dfq import dfq  # noqa: E402
-from qlib.evaluate import evaluate, fidelity, predict  # noqa: E402
+from qlib.evaluate import evaluate, predict  # noqa: E402
 from qlib.ranges import RANGE_SETTERS  # noqa: E402
 from qlib.simulate import Simulator  # noqa: E402
 from qlib.zoo import load_model  # noqa: E402

@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import numpy as np  # noqa: E402
 
 from qlib import deploy  # noqa: E402
 from qlib.cache import cached, model_hash  # noqa: E402

@@ -39,3 +39,11 @@ def zoo_model():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def imagenet_model():
+    """The ImageNet MobileNetV2 (torchvision weights), built once per session (do not modify it)."""
+    from qlib.imagenet import mobilenet_v2_imagenet
+
+    return mobilenet_v2_imagenet()

@@ -34,10 +34,10 @@ def test_equalized_pairs_have_equal_ranges():
         np.testing.assert_allclose(r1, r2, rtol=1e-2)  # iterated to (near) convergence
 
 
-def test_imagenet_mobilenet_v2_equalization_preserves_function():
-    from qlib.imagenet import mobilenet_v2_imagenet, preprocess_imagenet, sample_photos
+def test_imagenet_mobilenet_v2_equalization_preserves_function(imagenet_model):
+    from qlib.imagenet import preprocess_imagenet, sample_photos
 
-    m = mobilenet_v2_imagenet()
+    m = imagenet_model
     folded, _ = prepare(m)
     eq = equalize(m).to_model()
     real = np.concatenate([preprocess_imagenet(p) for p in sample_photos().values()])
@@ -107,12 +107,12 @@ def test_empirical_bias_correction_removes_the_mean_error():
     np.testing.assert_allclose(rep.bias_corrections["block3_pw"], before, rtol=1e-3, atol=1e-5)
 
 
-def test_dfq_rescues_per_tensor_weights_on_imagenet_mobilenet_v2():
+def test_dfq_rescues_per_tensor_weights_on_imagenet_mobilenet_v2(imagenet_model):
     from qlib.evaluate import fidelity, predict
-    from qlib.imagenet import mobilenet_v2_imagenet, preprocess_imagenet, sample_photos
+    from qlib.imagenet import preprocess_imagenet, sample_photos
     from qlib.simulate import Simulator
 
-    m = mobilenet_v2_imagenet()
+    m = imagenet_model
     x = np.concatenate([preprocess_imagenet(p) for p in sample_photos().values()])
     ref = predict(m, x)
     base = Simulator(m, x).quantize(8, None, per_channel=False)

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from qlib.data import mobilenet_v2_state_dict
-from qlib.imagenet import class_names, mobilenet_v2_imagenet, preprocess_imagenet, sample_photos
+from qlib.imagenet import class_names, preprocess_imagenet, sample_photos
 
 
 @pytest.fixture(scope="module")
-def model():
-    return mobilenet_v2_imagenet()
+def model(imagenet_model):
+    return imagenet_model
 
 
 def test_port_classifies_the_sample_photos(model):
