@@ -50,9 +50,10 @@ book: setup
 	$(BIN)/jupyter-book build . -W -n --keep-going && \
 	echo "book built in $$(( $$(date +%s) - start )) s"
 
-# the unit tests on two workers (one test file each at a time); the book checks in one process
+# the unit tests on two workers, an idle worker taking tests from the busy one (`worksteal`: the
+# slow files no longer leave one worker waiting at the end); the book checks in one process
 # (the student notebook's Jupyter kernel, started inside an xdist worker, hung there; alone it runs in ~25 s)
-UNIT := $(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m "not book"
+UNIT := $(BIN)/python -m pytest -n 2 --dist worksteal --durations=15 -m "not book"
 
 unit: setup
 	$(UNIT)
