@@ -193,8 +193,21 @@ def test_every_rendered_solution_check_says_right():
         if os.environ.get("QBOOK_REQUIRE_BOOK"):
             pytest.fail("the book is not built: run `make book` first")
         pytest.skip("the book is not built (run `make book`)")
+    failing, short = [], []
     for stem, text in BOOK.items():
         html = (html_dir / f"{stem}.html").read_text()
         checked = [label for label in _exercises(text) if label in LABELS]
-        assert "<strong>Not yet.</strong>" not in html, f"{stem}: a solution fails its own checker"
-        assert html.count("<strong>Right.</strong>") >= len(checked), stem
+        if "<strong>Not yet.</strong>" in html:
+            failing.append(stem)
+        if html.count("<strong>Right.</strong>") < len(checked):
+            short.append(f"{stem}: {html.count('<strong>Right.</strong>')} of {len(checked)}")
+    assert not failing, f"a solution fails its own checker on {failing}"
+    assert not short, f"fewer verdicts shown than checked exercises: {short}"
+
+
+def test_solutions_show_the_verdict_not_a_printed_repr():
+    """A check() inside print() shows ``Feedback(right: ...)``, not the rendered **Right.**: the
+    verdict must be a cell's last expression (a line of its own)."""
+    bad = [f"{stem}: {line.strip()}" for stem, text in BOOK.items() for line in text.splitlines()
+           if re.search(r"print\(.*\bcheck\(", line)]
+    assert not bad, bad
