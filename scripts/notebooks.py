@@ -93,10 +93,24 @@ if "google.colab" in sys.modules and not os.path.exists("/content/qbook"):
     return nbformat.v4.new_code_cell(source, metadata={"tags": [COLAB_TAG]})
 
 
+#: The book build skips cells tagged so (the ipywidgets cells: a static page shows their code only,
+#: and nbclient can wait a whole cell timeout for the reply to a widget cell, jupyter/nbclient#312);
+#: a notebook is for running, so its cells lose the tag.
+SKIP_TAG = "skip-execution"
+
+
+def _runnable(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags")
+        if tags and SKIP_TAG in tags:
+            cell.metadata["tags"] = [t for t in tags if t != SKIP_TAG]
+    return nb
+
+
 def launch_notebook(md: Path) -> nbformat.NotebookNode:
     """The chapter as a notebook to open live: no outputs, a Colab set-up cell first."""
     cfg = config()["repository"]
-    nb = read(md)
+    nb = _runnable(read(md))
     nb, _ = ClearOutputPreprocessor().preprocess(nb, {})
     nb.cells.insert(0, colab_cell(cfg["url"], cfg.get("branch", "main")))
     return _stable_ids(nb, md.stem)
@@ -104,7 +118,7 @@ def launch_notebook(md: Path) -> nbformat.NotebookNode:
 
 def student_notebook(md: Path) -> nbformat.NotebookNode:
     """The chapter without its solutions: tagged cells and the solution fences removed."""
-    nb = read(md)
+    nb = _runnable(read(md))
     nb, _ = TagRemovePreprocessor(remove_cell_tags={SOLUTION_TAG}).preprocess(nb, {})
     nb, _ = RegexRemovePreprocessor(patterns=SOLUTION_FENCES).preprocess(nb, {})
     return _stable_ids(nb, md.stem)

@@ -71,3 +71,13 @@ def test_bibliography_parses_and_holds_every_cited_key():
              for key in group.split(",")}
     assert cited, "no chapter cites anything: the pattern is wrong"
     assert not cited - set(entries), f"cited but not in references.bib: {sorted(cited - set(entries))}"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_widget_cells_are_shown_not_run_in_the_book(md):
+    """An ipywidgets cell needs a kernel: the static page shows its code only (``remove-output``),
+    and the build skips it (``skip-execution``; nbclient can wait a whole cell timeout for its
+    reply, jupyter/nbclient#312). The notebooks run it (scripts/notebooks.py drops the tag)."""
+    for head, body in re.findall(r"```\{code-cell\}[^\n]*\n((?::[^\n]*\n)*)(.*?)```", md.read_text(), flags=re.S):
+        if "widgets.interact" in body or "widgets.interactive" in body:
+            assert "remove-output" in head and "skip-execution" in head, f"{md.stem}: {body[:60]!r}"
