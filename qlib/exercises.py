@@ -211,6 +211,16 @@ def _parts(answer, n: int, what: str):
     return tuple(answer)
 
 
+def _integers(answer, what: str, each: tuple):
+    """``answer`` as a tuple of ``len(each)`` ints (``each`` names them in messages), or the Feedback
+    on the first thing wrong with it."""
+    parts = _parts(answer, len(each), what)
+    if isinstance(parts, Feedback):
+        return parts
+    got = tuple(_integer(v, name) for v, name in zip(parts, each))
+    return next((g for g in got if isinstance(g, Feedback)), got)
+
+
 def _array(answer, shape: tuple):
     """``answer`` as a float array of ``shape``, or None (close() explains what is wrong with it)."""
     if answer is None or isinstance(answer, (str, bytes, dict)):
@@ -583,13 +593,9 @@ _THRESHOLDS = (1e-3, 1e-6, 1e-10)
 def _zero_threshold(answer):
     dw = np.concatenate([s["variance"] for _, s in imagenet_depthwise().values()])
     expected = tuple(int(np.sum(dw < t)) for t in _THRESHOLDS)
-    parts = _parts(answer, 3, "the answer (three counts)")
-    if isinstance(parts, Feedback):
-        return parts, expected
-    counts = [_integer(v, "a count") for v in parts]
-    bad = next((c for c in counts if isinstance(c, Feedback)), None)
-    if bad is not None:
-        return bad, expected
+    counts = _integers(answer, "the answer (three counts)", ("a count",) * 3)
+    if isinstance(counts, Feedback):
+        return counts, expected
     every_bn = np.concatenate([s["variance"] for _, _, s in _imagenet_layers()])
     if tuple(counts) == tuple(int(np.sum(every_bn < t)) for t in _THRESHOLDS) != expected:
         return Feedback(False, "those are the counts over every BatchNorm; count only the BatchNorms right after "
@@ -869,13 +875,10 @@ def _integer_multiplier(answer):
     _, _, step = _integer_chapter()
     expected = (int(step.params["multiplier"][5]), int(step.params["shift"][5]))
     what = "(M0, shift) of block1_pw's output channel 5"
-    parts = _parts(answer, 2, what)
-    if isinstance(parts, Feedback):
-        return parts, expected
-    m0, shift = (_integer(v, name) for v, name in zip(parts, ("M0", "the shift")))
-    for v in (m0, shift):
-        if isinstance(v, Feedback):
-            return v, expected
+    got = _integers(answer, what, ("M0", "the shift"))
+    if isinstance(got, Feedback):
+        return got, expected
+    m0, shift = got
     if (m0, shift) == expected:
         return Feedback(True, f"{what} is {expected}"), expected
     if shift == -expected[1] and m0 == expected[0]:
@@ -1071,13 +1074,10 @@ def _adaround_pair(answer):
     expected = [int(v) for v in cands[int(np.argmin(errors))]]
     if answer is None:
         return Feedback(False, "no answer"), expected
-    parts = _parts(answer, 2, "the integer pair")
-    if isinstance(parts, Feedback):
-        return parts, expected
-    got = [_integer(v, "each integer of the pair") for v in parts]
-    bad = next((g for g in got if isinstance(g, Feedback)), None)
-    if bad is not None:
-        return bad, expected
+    got = _integers(answer, "the integer pair", ("each integer of the pair",) * 2)
+    if isinstance(got, Feedback):
+        return got, expected
+    got = list(got)
     if got == [2, 2]:
         return Feedback(False, "[2, 2] is nearest rounding; its two errors point the same way and add up"), expected
     return equal(got, expected, what="the best integer pair"), expected
