@@ -26,7 +26,6 @@ absolute times, across runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-from qlib import deploy  # noqa: E402
+from qlib import deploy, results  # noqa: E402
 from tools_compared import qlib_quantized, qlib_route  # noqa: E402
 
 ZOO = ["v1_standard", "v1_friendly", "v2_standard", "v2_friendly", "teacher"]
@@ -135,8 +134,7 @@ def main(argv=None):
             "loadavg_start": [round(v, 2) for v in load_start], "loadavg_end": [round(v, 2) for v in os.getloadavg()],
             "nice": os.nice(0), "load_note": LOAD_NOTE,
             "host": deploy.host_info()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
+    results.save(args.out, meta, records)
     print(f"wrote {args.out} ({len(records)} records, {meta['seconds']} s)")
 
 

@@ -23,7 +23,6 @@ check (``tests/test_deploy.py``) uses ``ratio_cpu``. The per-type totals printed
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from qlib import deploy  # noqa: E402
+from qlib import deploy, results  # noqa: E402
 
 
 def profile(name, model, calib, x, kernel_sets, passes, with_float):
@@ -111,8 +110,7 @@ def main(argv=None):
             "loadavg_start": [round(v, 2) for v in load_start], "loadavg_end": [round(v, 2) for v in os.getloadavg()],
             "nice": os.nice(0), "load_note": LOAD_NOTE,
             "host": deploy.host_info()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
+    results.save(args.out, meta, records)
     print(f"wrote {args.out} ({len(records)} records, {meta['seconds']} s)")
 
 

@@ -16,7 +16,7 @@ import json
 import numbers
 from pathlib import Path
 
-__all__ = ["RESULTS_DIR", "Results", "load", "available", "glue_values", "glue_table", "key"]
+__all__ = ["RESULTS_DIR", "Results", "load", "save", "available", "glue_values", "glue_table", "key"]
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "data" / "sweeps"
 
@@ -125,6 +125,23 @@ def load(name: str) -> Results:
     if not isinstance(data, dict) or "records" not in data:
         raise ValueError(f"{path} has no 'records'; it is not a qlib results file")
     return Results(name, data.get("meta", {}), data["records"])
+
+
+def save(path, meta: dict, records: list, sort_keys: bool = False) -> Path:
+    """Write ``{"meta": meta, "records": records}`` where :func:`load` reads it (the scripts' output
+    format): one-space indented JSON, numpy scalars as floats, a final newline; folders made.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = save(Path(tempfile.mkdtemp()) / "sub" / "demo.json", {"command": "demo"}, [{"acc": np.float32(0.5)}])
+    >>> json.loads(out.read_text())
+    {'meta': {'command': 'demo'}, 'records': [{'acc': 0.5}]}
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float, sort_keys=sort_keys) + "\n")
+    return path
 
 
 def glue_values(prefix: str, values: dict) -> dict:

@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from qlib import results  # noqa: E402
 from qlib.adaround import adaround, calibration_subset  # noqa: E402
 from qlib.cache import CACHE_DIR, cache_key, cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
@@ -419,8 +420,7 @@ def main(argv=None):
     meta["missing"] = store.missing
     meta["reproduced"] = list({json.dumps(r, sort_keys=True): r for r in store.reproduced}.values())
     meta["seconds"] = round(time.time() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
+    results.save(args.out, meta, records)
     print(f"wrote {args.out} ({len(records)} records, {meta['seconds']} s)")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from qlib import results  # noqa: E402
 from qlib.cache import CACHE_DIR, cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.dfq import dfq  # noqa: E402
@@ -136,8 +136,7 @@ def main(argv=None):
         records += fashion(args.refresh, args.cache_dir)
     meta.update(seconds=round(time.time() - start, 1), cpu_seconds=round(time.process_time() - cpu, 1),
                 keras_backend=__import__("keras").backend.backend())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
+    results.save(args.out, meta, records)
     print(f"wrote {args.out} ({len(records)} records, {meta['seconds']} s)")
 
 

@@ -8,7 +8,6 @@ the CPU with TensorFlow or on a GPU with ``KERAS_BACKEND=jax``.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -22,6 +21,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import keras  # noqa: E402
+
+from qlib import results  # noqa: E402
 
 from train_zoo import Augmented  # noqa: E402
 
@@ -41,8 +42,7 @@ def provenance(argv, seconds: float) -> dict:
 
 
 def write_results(path: Path, meta: dict, records: list) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "records": records}, indent=1, sort_keys=True) + "\n")
+    results.save(path, meta, records, sort_keys=True)
     print(f"wrote {path}: {len(records)} records", flush=True)
 
 

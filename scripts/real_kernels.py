@@ -471,8 +471,7 @@ def main(argv=None):
         log(f"part {part}: {meta['seconds'][part]} s (cpu {meta['cpu_seconds'][part]} s)")
         order = {p: i for i, p in enumerate(PARTS)}
         records.sort(key=lambda r: order[r["part"]])  # stable: each part keeps its own order
-        args.out.parent.mkdir(parents=True, exist_ok=True)  # written after every part: a long run keeps what it has
-        args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
+        results.save(args.out, meta, records)  # written after every part: a long run keeps what it has
         log(f"wrote {args.out} ({len(records)} records)")
 
 

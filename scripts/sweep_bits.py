@@ -25,7 +25,6 @@ version of the qlib code that computes it (``qlib.cache.code_version``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from qlib import results  # noqa: E402
 from qlib.cache import CACHE_DIR, cached, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.evaluate import evaluate, fidelity, predict, wilson_interval  # noqa: E402
@@ -194,8 +194,7 @@ def main(argv=None):
         meta["imagenet"] = inet_meta
     meta["seconds"] = round(time.time() - start, 1)
     meta["cpu_seconds"] = round(time.process_time() - cpu, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
+    results.save(args.out, meta, records)
     print(f"wrote {args.out} ({len(records)} records, {meta['seconds']} s)")
 
 

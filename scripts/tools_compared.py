@@ -29,7 +29,6 @@ ImageNet rows: agreement and logit SQNR against the float Keras model (no labels
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-from qlib import deploy  # noqa: E402
+from qlib import deploy, results  # noqa: E402
 from qlib.cache import cached, model_hash  # noqa: E402
 
 ZOO = ["v1_standard", "v1_friendly", "v2_standard", "v2_friendly"]
@@ -198,8 +197,7 @@ def main(argv=None):
                          "may come from earlier runs of the same code", "calibration": "one_per_class(x_val, y_val): 10 images; ImageNet: "
             "sweep_bits.imagenet_split() calibration crops", "host": deploy.host_info(),
             "versions": {p: version(p) for p in ("ai-edge-litert", "ai-edge-quantizer", "tensorflow", "keras")}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=float) + "\n")
+    results.save(args.out, meta, records)
     print(f"wrote {args.out} ({len(records)} records, {meta['seconds']} s)")
 
 
