@@ -726,8 +726,11 @@ class LayerInputs:
 
     def __init__(self, q, names, data, batch):
         self.q, self.batch, self.n, self.names = q, batch, data.shape[0], list(names)
-        self.targets = [q.get_layer(n).input for n in names]
-        known = {id(q.input)}
+        # the sub-models are cut from a copy: in Keras 3 a Model made from intermediate tensors calls
+        # their layers again, and a layer called twice in ``q`` would stop qlib.export (shared layers)
+        self.work = keras.models.clone_model(q)
+        self.targets = [self.work.get_layer(n).input for n in names]
+        known = {id(self.work.input)}
         self.plan = []
         for target in self.targets:
             self.plan.append([target] if id(target) in known else _boundary(target, known))
@@ -736,7 +739,7 @@ class LayerInputs:
         for i, tensors in enumerate(self.plan):
             for t in tensors:
                 self.last[id(t)] = i
-        self.values = {id(q.input): data}
+        self.values = {id(self.work.input): data}
         self.step = 0
 
     def __repr__(self) -> str:
@@ -750,6 +753,7 @@ class LayerInputs:
         if id(target) in self.values:
             value = self.values[id(target)]
         else:
+            self.work.set_weights(self.q.get_weights())  # the layers rounded so far, as they are now in q
             sub = keras.Model(needed if len(needed) > 1 else needed[0], target)
             parts = []
             for lo in range(0, self.n, self.batch):

@@ -103,6 +103,25 @@ def test_returned_model_looks_like_a_simulator_output(small, runs):
     assert sum(l.mse < l.mse_nearest for l in rep.layers) >= 3
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_returned_model_exports_to_tflite_on_its_grids(small, runs, per_channel):
+    """AdaRound's output is what qlib.export takes: the learned weights go into the .tflite as they are
+    (a regression: cutting sub-models from the returned model once called its layers twice, which
+    export rejects as shared layers)."""
+    from qlib import export, graph, tflite
+
+    _, q = runs[per_channel]
+    for layer in q.layers[1:]:
+        graph.producers(layer)  # raises for a layer called more than once
+    e = export.export(q, 3, per_channel)
+    weights = [r for r in e.rows if r["role"] == "weight"]
+    assert [r["layer"] for r in weights] == ["conv", "dw", "pw", "fc"]
+    assert all(export.on_grid(r) for r in e.rows)
+    x = np.random.default_rng(2).normal(size=(8, 8, 8, 3)).astype(np.float32)
+    out = tflite.invoke(e.tflite, tflite.quantize_input(e.tflite, x), kernels="reference")
+    assert out.shape == (8, 5) and out.dtype == np.int8
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_small_layer_error_never_above_nearest(seed):
     """The learned rounding itself (no fallback to nearest) reconstructs better than nearest rounding."""
