@@ -5,6 +5,7 @@
     python scripts/real_kernels.py --parts bitexact --limit 500 --out /tmp/rk.json   # a quick check
     python scripts/real_kernels.py --refresh                  # recompute instead of reading data/cache
     python scripts/real_kernels.py --parts dfq bits --models v1_standard   # one zoo model only
+    python scripts/real_kernels.py --parts bitexact --accept-code c0ddbec741b8a2cf   # reuse an earlier version's results
 
 Every model is exported with :func:`qlib.export.to_tflite` (qlib's grids in the ``.tflite``) and
 run on LiteRT's kernels. Parts (records carry ``table`` = the part's name):
@@ -52,7 +53,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from qlib import export, flatbuffer, integer, results, tflite  # noqa: E402
 from qlib import cache as qcache  # noqa: E402
-from qlib.cache import code_version, model_hash  # noqa: E402
+from qlib.cache import cache_key, code_version, model_hash  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
 from qlib.dfq import dfq  # noqa: E402
 from qlib.evaluate import evaluate, predict  # noqa: E402
@@ -78,8 +79,20 @@ CODE = code_version("qlib.export", "qlib.integer", "qlib.tflite", "qlib.evaluate
 CACHE_DIR = [qcache.CACHE_DIR]
 
 
+ACCEPT: list[str] = []  # earlier code versions whose cached results are also used (--accept-code)
+
+
 def cached(name, config, compute, refresh=False):
-    return qcache.cached(name, config, compute, refresh, cache_dir=CACHE_DIR[0], code=CODE)
+    """The cached result of ``compute()`` at this code version, else (``--accept-code``) at an earlier one.
+
+    A dict result says which code computed it (``code``), so a reused entry is never mistaken for a new one.
+    """
+    code = CODE
+    if not refresh and not (Path(CACHE_DIR[0]) / f"{name}-{cache_key(**config, code_version=CODE)}.json").is_file():
+        code = next((v for v in ACCEPT
+                     if (Path(CACHE_DIR[0]) / f"{name}-{cache_key(**config, code_version=v)}.json").is_file()), CODE)
+    res = qcache.cached(name, config, compute, refresh, cache_dir=CACHE_DIR[0], code=code)
+    return dict(res, code=code) if isinstance(res, dict) else res
 
 
 def shipped(name: str, **where) -> dict:
@@ -440,7 +453,10 @@ def main(argv=None):
     ap.add_argument("--refresh", action="store_true", help="recompute instead of reading data/cache")
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "sweeps" / "real_kernels.json")
     ap.add_argument("--cache-dir", type=Path, default=qcache.CACHE_DIR, help="where per-configuration results go")
+    ap.add_argument("--accept-code", nargs="+", default=[], metavar="VERSION",
+                    help="also use results cached by these earlier code versions (each record's `code` says which)")
     args = ap.parse_args(argv)
+    ACCEPT[:] = args.accept_code
     CACHE_DIR[0] = args.cache_dir
     STUDENTS[:] = args.models  # the parts read this list
     from importlib.metadata import version
@@ -452,6 +468,7 @@ def main(argv=None):
     meta = dict(previous["meta"])
     meta.update(tensorflow=version("tensorflow"), ai_edge_litert=version("ai-edge-litert"), rounding=integer.ROUNDING,
                 machine=f"{platform.machine()} {platform.processor() or ''}".strip(), code_version=CODE,
+                accepted_code=list(args.accept_code),
                 calibration="Fashion-MNIST: one image per class from the validation split; ImageNet: the photo "
                             "split of scripts/sweep_bits.py")
     command = " ".join(["python", "scripts/real_kernels.py"] + (argv if argv is not None else sys.argv[1:]))
