@@ -56,7 +56,8 @@ from .layers import (ACTIVATION_LAYERS, GRID_PRESERVING, POOLING, inline_activat
 from .quantizers import round_half_away
 from .simulate import FakeQuant, Simulator
 
-__all__ = ["Grid", "LayerGrids", "grids", "export", "Exported", "to_tflite", "compare", "on_grid", "zoo", "partings"]
+__all__ = ["Grid", "LayerGrids", "grids", "export", "Exported", "to_tflite", "converted", "layer_of", "compare", "on_grid",
+           "zoo", "partings"]
 
 _WEIGHT_OPS = {"CONV_2D": "conv2d", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
 _PASS_LAYERS = (keras.layers.InputLayer, keras.layers.Add) + ACTIVATION_LAYERS + GRID_PRESERVING + POOLING
@@ -642,6 +643,46 @@ def to_tflite(quantized, weight_bits: int | None = None, per_channel: bool | Non
     ValueError: model 'functional..._quantized' has no FakeQuant layers: export needs qlib's activation grids; ...
     """
     return export(quantized, weight_bits, per_channel, int8_io).tflite
+
+
+def converted(quantized, weight_bits: int | None = None, per_channel: bool | None = None,
+              fq_bits: int | None = None, int8_io: bool = True) -> bytes:
+    """What the TFLite converter alone makes of qlib's fake-quant graph: the ``.tflite`` *before*
+    :func:`export` checks and rewrites it (to see what the converter does with low-bit weights).
+
+    ``fq_bits``: the ``num_bits`` of the weight fake-quant ops; ``None`` (the default here) gives
+    them the model's own weight bits, which the converter does not honour below 8 bits. Use
+    :func:`to_tflite` for a file on qlib's grids.
+
+    Examples
+    --------
+    >>> from qlib.simulate import quantize_model
+    >>> from qlib import flatbuffer
+    >>> inp = keras.Input((6,), name="x")
+    >>> m = keras.Model(inp, keras.layers.Dense(3, name="fc")(inp))
+    >>> x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    >>> q = quantize_model(m, 3, 8, per_channel=True, calibration_data=x)
+    >>> g = flatbuffer.graph(converted(q))
+    >>> w = g.tensors[g.ops[0].inputs[1]]
+    >>> layer_of(w.name), bool(np.array_equal(w.data, grids(q)["fc"].weight.integers))
+    ('fc', False)
+    """
+    model = _check_quantized(quantized)
+    layer_grids = grids(model, weight_bits, per_channel)
+    pc = bool(np.size(next(iter(layer_grids.values())).weight.scale) > 1) if per_channel is None and layer_grids \
+        else bool(per_channel)
+    return _convert(_traced(model, layer_grids, pc, fq_bits=fq_bits), int8_io)
+
+
+def layer_of(tensor_name: str) -> str:
+    """The Keras layer a converted tensor's name comes from (its first path component).
+
+    Examples
+    --------
+    >>> layer_of("block1_pw/Conv2D;block1_pw/bias")
+    'block1_pw'
+    """
+    return _layer_of(tensor_name)
 
 
 # --- where the float simulation and the integer kernels part ------------------------------------------

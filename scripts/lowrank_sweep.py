@@ -105,18 +105,16 @@ def trained_runs(work: Path):
 
 
 def tflite_float(model) -> bytes:
-    from qlib.tflite import _tf
+    import tensorflow as tf
 
-    tf = _tf()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     return conv.convert()
 
 
 def latencies(models: dict, warmup: int = 20, rounds: int = 15, per_round: int = 20) -> dict:
     """Median ms per image of each TFLite model: one thread, batch 1, rounds interleaved across models."""
-    from qlib.tflite import _tf
+    import tensorflow as tf
 
-    tf = _tf()
     its = {}
     for name, content in models.items():
         it = tf.lite.Interpreter(model_content=content, num_threads=1)

@@ -117,14 +117,14 @@ def part_converter(s, calib, refresh, limit):
             def run():
                 q = sim.quantize(bits, 8, per_channel=pc)
                 grids = export.grids(q, bits, pc)
-                raw = export._convert(export._traced(q, grids, pc, fq_bits=None), True)
+                raw = export.converted(q, bits, pc)  # before qlib rewrites anything
                 g = flatbuffer.graph(raw)
                 types, ratios, same, layers = {}, [], 0, 0
                 for op in g.ops:
                     if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
                         continue
                     w = g.tensors[op.inputs[1]]
-                    lg = grids[export._layer_of(w.name)]
+                    lg = grids[export.layer_of(w.name)]
                     dtype = "int4" if w.type == flatbuffer.INT4 else np.dtype(w.dtype).name
                     types[dtype] = types.get(dtype, 0) + 1
                     ratios.append(float(np.median(w.scale / np.broadcast_to(lg.weight.scale, w.scale.shape))))

@@ -8,7 +8,7 @@
 - the layer rules (which Keras layers are weighted, activations, pass-through) live in
   ``qlib/layers.py`` only: no other module tests ``isinstance`` against the weighted or activation
   classes, or defines its own module-level tuple of Keras layer classes;
-- tests and benchmarks use qlib's public names only: no ``from qlib.x import _private`` and no
+- tests, benchmarks and scripts use qlib's public names only: no ``from qlib.x import _private`` and no
   ``module._private`` on a qlib module (what a test needs is public, documented and exampled).
 """
 
@@ -147,7 +147,7 @@ def _private_uses(source: str) -> list:
     return out
 
 
-USERS = sorted(p for d in ("tests", "benchmarks") for p in (QLIB.parent / d).glob("*.py"))
+USERS = sorted(p for d in ("tests", "benchmarks", "scripts") for p in (QLIB.parent / d).glob("*.py"))
 
 
 @pytest.mark.parametrize("path", USERS, ids=lambda p: f"{p.parent.name}/{p.name}")
