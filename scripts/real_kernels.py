@@ -464,11 +464,14 @@ def main(argv=None):
     s = fashion_mnist_splits()
     calib, _ = one_per_class(s["x_val"], s["y_val"])
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {"meta": {}, "records": []}
-    records = [r for r in previous["records"] if r.get("part") not in args.parts]
+    # every record says which qlib code computed it; records from before records said so were all
+    # computed by the code of the run that wrote the file (its meta's code_version)
+    records = [r if "code" in r else dict(r, code=previous["meta"].get("code_version"))
+               for r in previous["records"] if r.get("part") not in args.parts]
     meta = dict(previous["meta"])
     meta.update(tensorflow=version("tensorflow"), ai_edge_litert=version("ai-edge-litert"), rounding=integer.ROUNDING,
                 machine=f"{platform.machine()} {platform.processor() or ''}".strip(), code_version=CODE,
-                accepted_code=list(args.accept_code),
+                accepted_code=list(args.accept_code),  # code_version: the latest run's; each record has its `code`
                 calibration="Fashion-MNIST: one image per class from the validation split; ImageNet: the photo "
                             "split of scripts/sweep_bits.py")
     command = " ".join(["python", "scripts/real_kernels.py"] + (argv if argv is not None else sys.argv[1:]))
@@ -480,7 +483,8 @@ def main(argv=None):
             new = globals()[f"part_{part}"](args.refresh, args.limit)
         else:
             new = globals()[f"part_{part}"](s, calib, args.refresh, args.limit)
-        records = [r for r in records if r.get("part") != part] + [dict(r, part=part) for r in new]
+        new = [dict(r, part=part, code=r.get("code") or (r.get("real") or {}).get("code") or CODE) for r in new]
+        records = [r for r in records if r.get("part") != part] + new
         meta["seconds"][part] = round(time.time() - start, 1)
         meta["cpu_seconds"][part] = round(time.process_time() - cpu, 1)
         meta["commands"][part], meta["limits"][part] = command, args.limit
