@@ -151,8 +151,8 @@ def test_quantize_input_rounds_like_the_quantize_kernel(tiny_ops):
 #: per channel or per tensor, one export per model (the full test set, both settings, runs in
 #: scripts/real_kernels.py); v1_standard per channel is the book's (shared with the exercises' checker)
 #: v2_friendly adds no op the others lack (v1_friendly has its depthwise blocks, v2_standard the
-#: residual adds); `scripts/real_kernels.py --parts bitexact` runs every model on all 10,000 images
-#: (the shipped run covers v1_standard)
+#: residual adds); `scripts/real_kernels.py --parts bitexact` runs every model, per tensor and per
+#: channel, on all 10,000 images (the shipped result, checked below)
 ZOO_SETTINGS = {"v1_standard": True, "v1_friendly": True, "v2_standard": False}
 
 
@@ -184,15 +184,20 @@ def test_zoo_model_bit_exact_on_100_test_images(zoo_inputs, name):
 
 
 def test_shipped_full_test_set_result_is_bit_exact():
-    """scripts/real_kernels.py: all 10,000 test images; every shipped export bit-exact in every tensor
-    (the shipped run covers the chapter's v1_standard per tensor and per channel at least)."""
+    """scripts/real_kernels.py: every zoo model per tensor and per channel on all 10,000 test images,
+    and the ImageNet MobileNetV2 both ways on the first 100 test crops; every shipped export
+    bit-exact in every tensor."""
     from qlib import results
 
     r = results.load("real_kernels")
     rows = r.select(table="bitexact")
     fashion = [row for row in rows if row["model"] != "imagenet_mobilenet_v2"]
-    assert {("v1_standard", False), ("v1_standard", True)} <= {(row["model"], row["per_channel"]) for row in fashion}
+    pairs = sorted((row["model"], row["per_channel"]) for row in rows)
+    assert pairs == sorted((m, pc) for m in list(ZOO_SETTINGS) + ["v2_friendly", "imagenet_mobilenet_v2"]
+                           for pc in (False, True)), pairs
     assert all(row["n"] == 10000 for row in fashion)
+    assert all(row["n"] == 100 for row in rows if row["model"] == "imagenet_mobilenet_v2")
+    assert all(row["code"] for row in r.records)  # every record says which code computed it
     assert rows and all(row["output_identical"] == 1.0 and row["tensors_identical"] == row["tensors"] for row in rows)
     assert all(row["default"]["output_identical"] < 1.0 for row in rows)  # the default kernels differ
 
