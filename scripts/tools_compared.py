@@ -15,12 +15,13 @@ kernels (default kernel set, as an app gets them). Rows:
   min-max W8A8 per channel and per tensor, and W4A8 per channel (int4 weights).
 - **qlib**, each method exported with qlib's own grids (``qlib.export.to_tflite``): min-max per
   channel and per tensor, the LPIRC greedy step/offset search (weights and activations), DFQ
-  (CLE + bias absorption + bias correction, per tensor), each at W8A8 and W4A8.
+  (CLE + bias absorption + bias correction, per tensor), each at W8A8 and W4A8; and AdaRound
+  (learned rounding, W4A8 per channel; Fashion-MNIST only), which learns its rounding on 1,024
+  unlabelled validation images (its activation ranges still come from the ten calibration images).
 
-ISSUE 9: until ``qlib.export`` is merged, the qlib rows are measured in qlib's simulation
-(``route: "simulation"``, no file size) and say so; after the merge the same command measures
-the exported ``.tflite`` on the kernels (``route: "export"``). Results are cached in ``data/cache``
-(``--refresh`` recomputes).
+The qlib rows are the exported ``.tflite`` files on the kernels (``route: "export"``); a checkout
+without ``qlib.export`` would measure qlib's simulation instead (``route: "simulation"``, no file
+size) and say so. Results are cached in ``data/cache`` (``--refresh`` recomputes).
 
 Fashion-MNIST rows: top-1 with its 95% interval, and agreement with the float Keras model.
 ImageNet rows: agreement and logit SQNR against the float Keras model (no labels offline).
@@ -60,7 +61,15 @@ VARIANTS = [
     ("qlib", "min-max", 4, True),
     ("qlib", "greedy", 4, True),
     ("qlib", "DFQ", 4, False),
+    ("qlib", "AdaRound", 4, True),
 ]
+#: AdaRound (``qlib.adaround``, the settings of scripts/adaround_sweep.py) learns its rounding on more
+#: (unlabelled) images than the ten calibration images: a seeded subset of the validation split. Its
+#: activation ranges come from the same ten images as every other row. Not run on the ImageNet network
+#: (hours on 2 CPU cores; scripts/adaround_sweep.py has that part).
+ADAROUND_IMAGES = 1024
+ADAROUND_SETTINGS = dict(iterations=500, batch_size=1024, lr=1e-2, reg=0.01, warmup=0.2, beta_range=(20.0, 2.0),
+                         rows=16384, seed=0)
 
 
 def label(tool, method, bits, per_channel) -> str:
@@ -70,7 +79,7 @@ def label(tool, method, bits, per_channel) -> str:
 
 
 def qlib_route() -> str:
-    """ISSUE 9: "export" once qlib.export.to_tflite exists, else "simulation"."""
+    """``"export"`` where qlib.export.to_tflite exists (it does on main), else ``"simulation"``."""
     try:
         from qlib.export import to_tflite  # noqa: F401
     except ImportError:
@@ -78,12 +87,18 @@ def qlib_route() -> str:
     return "export"
 
 
-def qlib_quantized(model, calib, method, bits, per_channel, sim_cache: dict):
+def qlib_quantized(model, calib, method, bits, per_channel, sim_cache: dict, adaround_data=None):
     """qlib's simulated-quantization Keras model for one method (what qlib.export exports)."""
     from qlib.dfq import dfq
     from qlib.ranges import RANGE_SETTERS
     from qlib.simulate import Simulator
 
+    if method == "AdaRound":
+        from qlib.adaround import adaround
+
+        if adaround_data is None:
+            raise ValueError("the AdaRound row needs its unlabelled images (adaround_data)")
+        return adaround(model, adaround_data, bits, per_channel, activation_data=calib, **ADAROUND_SETTINGS)
     if method == "DFQ":
         m, _ = dfq(model, weight_bits=bits)
         return Simulator(m, calib).quantize(bits, 8, per_channel)
@@ -94,7 +109,7 @@ def qlib_quantized(model, calib, method, bits, per_channel, sim_cache: dict):
     return sim.quantize(bits, 8, per_channel, setter, setter, setter_name=method)
 
 
-def build(model, calib, variant, float_bytes: bytes, sim_cache: dict):
+def build(model, calib, variant, float_bytes: bytes, sim_cache: dict, adaround_data=None):
     """``(tflite bytes or None, keras model or None, route)`` for one variant."""
     tool, method, bits, per_channel = variant
     if tool == "TFLite converter":
@@ -103,15 +118,15 @@ def build(model, calib, variant, float_bytes: bytes, sim_cache: dict):
         return deploy.converter_int8(model, calib, per_channel=per_channel), None, "tflite"
     if tool == "LiteRT quantizer":
         return deploy.litert_quantizer(float_bytes, calib, weight_bits=bits, per_channel=per_channel), None, "tflite"
-    q = qlib_quantized(model, calib, method, bits, per_channel, sim_cache)
-    if qlib_route() == "export":  # ISSUE 9: qlib's grids in a real int8 .tflite
+    q = qlib_quantized(model, calib, method, bits, per_channel, sim_cache, adaround_data)
+    if qlib_route() == "export":  # qlib's grids in a real int8 .tflite
         from qlib.export import to_tflite
 
         return to_tflite(q, weight_bits=bits, per_channel=per_channel), None, "export"
     return None, q, "simulation"
 
 
-def measure(model, calib, x, y, reference, variants, refresh, dataset, mhash):
+def measure(model, calib, x, y, reference, variants, refresh, dataset, mhash, adaround_data=None):
     from qlib.evaluate import evaluate, fidelity, predict
 
     float_bytes = deploy.float_tflite(model)
@@ -122,10 +137,12 @@ def measure(model, calib, x, y, reference, variants, refresh, dataset, mhash):
         route = qlib_route() if tool == "qlib" else "tflite"
         key = dict(model=mhash, tool=tool, method=method, weight_bits=bits, per_channel=per_channel, route=route,
                    dataset=dataset, n=int(x.shape[0]), calibration=int(calib.shape[0]))
+        if method == "AdaRound":
+            key.update(adaround_images=int(adaround_data.shape[0]), settings=ADAROUND_SETTINGS)
         start = time.time()
 
         def run():
-            tfl, keras_model, r = build(model, calib, v, float_bytes, sim_cache)
+            tfl, keras_model, r = build(model, calib, v, float_bytes, sim_cache, adaround_data)
             runnable = tfl if tfl is not None else keras_model
             if y is not None:
                 res = evaluate(runnable, x, y, reference=reference).as_dict()
@@ -137,6 +154,8 @@ def measure(model, calib, x, y, reference, variants, refresh, dataset, mhash):
 
         res = cached("tools", key, run, refresh)
         rec = dict(tool=tool, method=method, weight_bits=bits, per_channel=per_channel, label=label(*v), **res)
+        if method == "AdaRound":
+            rec["adaround_images"] = int(adaround_data.shape[0])
         records.append(rec)
         what = f"top-1 {res['accuracy']:.4f}" if "accuracy" in res else f"SQNR {res['sqnr_db']:.1f} dB"
         print(f"  {rec['label']:55s} {what}, agreement {res['agreement']:.4f}, "
@@ -145,19 +164,22 @@ def measure(model, calib, x, y, reference, variants, refresh, dataset, mhash):
 
 
 def fashion(names, limit, refresh):
+    from qlib.adaround import calibration_subset
     from qlib.data import fashion_mnist_splits, one_per_class
     from qlib.evaluate import predict
     from qlib.zoo import load_model
 
     s = fashion_mnist_splits()
     calib, _ = one_per_class(s["x_val"], s["y_val"])
+    unlabelled = calibration_subset(s["x_val"], ADAROUND_IMAGES)
     x, y = s["x_test"][:limit], s["y_test"][:limit]
     out = []
     for name in names:
         print(name, flush=True)
         model = load_model(name)
         ref = predict(model, x, batch_size=1000)
-        for r in measure(model, calib, x, y, ref, VARIANTS, refresh, "fashion_mnist test", model_hash(model)):
+        for r in measure(model, calib, x, y, ref, VARIANTS, refresh, "fashion_mnist test", model_hash(model),
+                         adaround_data=unlabelled):
             out.append(dict(model=name, **r))
     return out
 
@@ -172,7 +194,8 @@ def imagenet(refresh):
     ref = predict(model, x, batch_size=16)
     print("imagenet_mobilenet_v2", flush=True)
     return [dict(model="imagenet_mobilenet_v2", **r)
-            for r in measure(model, calib, x, None, ref, VARIANTS, refresh, "imagenet crops", model_hash(model))]
+            for r in measure(model, calib, x, None, ref, [v for v in VARIANTS if v[1] != "AdaRound"], refresh,
+                             "imagenet crops", model_hash(model))]
 
 
 def main(argv=None):
@@ -195,7 +218,8 @@ def main(argv=None):
             "loadavg_start": [round(v, 2) for v in load_start], "loadavg_end": [round(v, 2) for v in os.getloadavg()],
             "load_note": "accuracies do not depend on the load; results cached per configuration (data/cache/tools-*.json) "
                          "may come from earlier runs of the same code", "calibration": "one_per_class(x_val, y_val): 10 images; ImageNet: "
-            "sweep_bits.imagenet_split() calibration crops", "host": deploy.host_info(),
+            "sweep_bits.imagenet_split() calibration crops; AdaRound: rounding learned on "
+            f"calibration_subset(x_val, {ADAROUND_IMAGES}), settings {ADAROUND_SETTINGS}", "host": deploy.host_info(),
             "versions": {p: version(p) for p in ("ai-edge-litert", "ai-edge-quantizer", "tensorflow", "keras")}}
     results.save(args.out, meta, records)
     print(f"wrote {args.out} ({len(records)} records, {meta['seconds']} s)")

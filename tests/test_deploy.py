@@ -255,3 +255,28 @@ def test_pixel_script_parses_into_the_host_profile_format(tmp_path):
     summary = next(r for r in data["records"] if r["kind"] == "summary")
     assert len(ops) == 31 and summary["whole_ms"] == pytest.approx(79.732)
     assert {"model", "variant", "kernels", "op_type", "name", "ms", "share", "macs"} <= set(ops[0])
+
+
+def test_shipped_tools_table_is_complete_and_measured_on_the_kernels():
+    """scripts/tools_compared.py: every tool's every row on the four zoo networks (and the ImageNet
+    network, AdaRound aside), qlib's rows from the exported .tflite (not the simulation), each row's
+    accuracy inside its own 95% interval, and AdaRound saying how many images it learned on."""
+    from qlib.results import load
+
+    spec = importlib.util.spec_from_file_location("tools_compared", Path(__file__).parents[1] / "scripts" /
+                                                  "tools_compared.py")
+    tc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tc)
+    tools = load("tools")
+    for model in ("v1_standard", "v1_friendly", "v2_standard", "v2_friendly", "imagenet_mobilenet_v2"):
+        want = {tc.label(*v) for v in tc.VARIANTS if model != "imagenet_mobilenet_v2" or v[1] != "AdaRound"}
+        rows = tools.select(model=model)
+        assert {r["label"] for r in rows} == want and len(rows) == len(want), model
+        for r in rows:
+            assert r["route"] == ("export" if r["tool"] == "qlib" else "tflite") and r["size_bytes"] > 0, r["label"]
+            if model == "imagenet_mobilenet_v2":
+                assert 0 <= r["agreement"] <= 1 and "accuracy" not in r
+            else:
+                assert r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == 10000
+    ada = [r for r in tools if r["method"] == "AdaRound"]
+    assert ada and all(r["adaround_images"] == tc.ADAROUND_IMAGES and r["weight_bits"] == 4 for r in ada)
