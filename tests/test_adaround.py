@@ -203,3 +203,26 @@ def test_bad_input_is_named(small):
         optimize_rounding(np.ones((4, 3)), np.ones((4, 2)), np.ones((2, 2)), 0.1, 4)
     with pytest.raises(ValueError, match="activation must be one of"):
         optimize_rounding(np.ones((4, 2)), np.ones((4, 2)), np.ones((2, 2)), 0.1, 4, activation="tanh")
+
+
+def test_shipped_results_cover_w4_and_meet_the_goal():
+    """data/sweeps/adaround.json (scripts/adaround_sweep.py): every zoo model at W4A8, per tensor and
+    per channel, with all four methods on the full test set; AdaRound's best within one point of
+    float on every one (the issue's goal, which the chapter states); the ImageNet rows with learned
+    rounding closer to float than nearest rounding; every record saying which code computed it."""
+    from qlib.results import load
+
+    ada = load("adaround")
+    acc = ada.select(table="accuracy")
+    models = ("v1_standard", "v1_friendly", "v2_standard", "v2_friendly")
+    for m in models:
+        float_acc = ada.one(table="accuracy", model=m, method="float")["accuracy"]
+        w4 = [r for r in acc if r["model"] == m and r["weight_bits"] == 4]
+        assert sorted((r["per_channel"], r["method"]) for r in w4) == sorted(
+            (pc, meth) for pc in (False, True) for meth in ("nearest", "DFQ", "AdaRound", "DFQ+AdaRound")), m
+        assert all(r["n"] == 10000 and r["ci_low"] <= r["accuracy"] <= r["ci_high"] for r in w4)
+        assert max(r["accuracy"] for r in w4 if "AdaRound" in r["method"]) >= float_acc - 0.01, m
+    assert all(r.get("code") for r in acc)
+    inet = {(r["method"], r["per_channel"]): r for r in ada.select(table="imagenet")}
+    assert inet[("AdaRound", True)]["agreement"] > inet[("nearest", True)]["agreement"]
+    assert inet[("AdaRound", True)]["sqnr_db"] > inet[("nearest", True)]["sqnr_db"]
