@@ -97,6 +97,14 @@ class Store:
         self.missing = []
         self.reproduced = []   # configurations cached both ways: the current result beside the v1 one
 
+    def _reproduced(self, name, config, old, compute, res, code):
+        """Note a result computed at ``code`` beside the v1 entry of the same configuration."""
+        if isinstance(res, dict) and "accuracy" in res:
+            before = cached(name, old, compute)
+            self.reproduced.append(dict(cache=name, **{k: v for k, v in config.items() if k in (
+                "method", "variant", "weight_bits", "per_channel", "settings")}, model_hash=config.get("model"),
+                accuracy=res["accuracy"], accuracy_v1=before["accuracy"], code=code))
+
     def get(self, name, config, compute, code):
         """``(result, provenance)``: provenance is ``code`` or ``"v1"`` (a legacy entry); ``(None, None)``
         when ``cached_only`` and nothing is cached."""
@@ -105,20 +113,14 @@ class Store:
         has_old = self.legacy and not self.refresh and (CACHE_DIR / f"{name}-{cache_key(**old)}.json").is_file()
         if not self.refresh and current.is_file():
             res = cached(name, config, compute, code=code)
-            if has_old and isinstance(res, dict) and "accuracy" in res:
-                before = cached(name, old, compute)
-                self.reproduced.append(dict(cache=name, **{k: v for k, v in config.items() if k in (
-                    "method", "variant", "weight_bits", "per_channel", "settings")}, model_hash=config.get("model"),
-                    accuracy=res["accuracy"], accuracy_v1=before["accuracy"], code=code))
+            if has_old:
+                self._reproduced(name, config, old, compute, res, code)
             return res, code
         for earlier in [] if self.refresh else self.accept:
             if (CACHE_DIR / f"{name}-{cache_key(**config, code_version=earlier)}.json").is_file():
                 res = cached(name, config, compute, code=earlier)
-                if has_old and isinstance(res, dict) and "accuracy" in res:  # rerun at `earlier` beside a v1 entry
-                    before = cached(name, old, compute)
-                    self.reproduced.append(dict(cache=name, **{k: v for k, v in config.items() if k in (
-                        "method", "variant", "weight_bits", "per_channel", "settings")}, model_hash=config.get("model"),
-                        accuracy=res["accuracy"], accuracy_v1=before["accuracy"], code=earlier))
+                if has_old:
+                    self._reproduced(name, config, old, compute, res, earlier)
                 return res, earlier
         if has_old:
             return cached(name, old, compute), f"v{LEGACY_VERSION}"
