@@ -202,6 +202,33 @@ def test_shipped_full_test_set_result_is_bit_exact():
     assert all(row["default"]["output_identical"] < 1.0 for row in rows)  # the default kernels differ
 
 
+def test_shipped_real_kernel_tables_cover_every_model():
+    """scripts/real_kernels.py --parts dfq bits dfq_imagenet bits_imagenet: the DFQ table and the
+    bit-width sweep of every zoo model on all 10,000 test images, and of the ImageNet MobileNetV2 on
+    all its test crops, each configuration on the default kernels beside its simulated number; every
+    real Fashion-MNIST accuracy falls inside the simulated one's 95% interval (the chapter's claim)."""
+    from qlib import results
+
+    zoo = ["v1_standard", "v1_friendly", "v2_standard", "v2_friendly"]
+    methods = ["baseline", "CLE", "CLE+BA", "CLE+BA+BC", "per-channel"]
+    r = results.load("real_kernels")
+    dfq, bits = r.select(table="dfq"), r.select(table="bits")
+    for m in zoo + ["imagenet_mobilenet_v2"]:
+        assert sorted((x["method"], x["weight_bits"]) for x in dfq if x["model"] == m) == \
+            sorted((k, b) for k in methods for b in range(4, 9)), m
+    for m in zoo:
+        rows = [x for x in bits if x["model"] == m]
+        assert len(rows) == 29 and {x["weight_bits"] for x in rows} == set(range(2, 9)), m
+        for x in rows + [x for x in dfq if x["model"] == m]:
+            assert x["real"]["n"] == x["simulated"]["n"] == 10000 and x["code"]
+            assert x["simulated"]["ci_low"] <= x["real"]["accuracy"] <= x["simulated"]["ci_high"], x
+    inet = [x for x in dfq + bits if x["model"] == "imagenet_mobilenet_v2"]
+    assert sorted((x["weight_bits"], x["per_channel"]) for x in inet if x["table"] == "bits") == \
+        sorted((b, pc) for b in range(4, 9) for pc in (False, True))
+    assert {x["n"] for x in inet} == {1036}
+    assert all(0.0 <= x["real"]["agreement"] <= 1.0 and x["code"] for x in inet)
+
+
 # --- errors ---------------------------------------------------------------------------------------------
 
 def test_unknown_op_is_named():
