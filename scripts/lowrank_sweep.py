@@ -10,8 +10,9 @@ into two thinner ones at the smallest rank keeping ``e`` of its singular-value e
 rank saves multiply-adds (``r (I + O) < I O``); other layers stay. Each factorized network is
 evaluated as is, then fine-tuned for ``--epochs`` epochs (the zoo's recipe at a tenth of its
 learning rate, no warm-up) and evaluated again; a control fine-tunes the unfactorized (folded)
-network the same way. One fine-tune of 2 epochs takes about 4 minutes on 2 CPU cores alone
-(about 2 minutes per epoch, like the zoo's training).
+network the same way. One fine-tune of 2 epochs over the 55,000 training images takes 6-7
+minutes on 2 CPU cores (about 3 minutes and 180-200 CPU-seconds per epoch, measured with other
+jobs on the machine; every record carries its ``finetune_seconds`` and ``finetune_cpu_seconds``).
 
 Phase ``train`` (any Keras backend) writes each configuration's fine-tuned weights and float
 results to ``--work`` (one file each, so configurations can train in parallel processes:
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from partiv_common import LABEL_SMOOTHING, accuracy, provenance, train, write_results  # noqa: E402
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from qlib import lowrank  # noqa: E402
 from qlib.data import fashion_mnist_splits, one_per_class  # noqa: E402
@@ -111,27 +110,14 @@ def tflite_float(model) -> bytes:
     return conv.convert()
 
 
-def latencies(models: dict, warmup: int = 20, rounds: int = 15, per_round: int = 20) -> dict:
-    """Median ms per image of each TFLite model: one thread, batch 1, rounds interleaved across models."""
-    import tensorflow as tf
+def latencies(models: dict, rounds: int = 30, per_round: int = 20) -> dict:
+    """Median ms per image of each TFLite model (:func:`qlib.deploy.time_models`): LiteRT's default
+    kernels, one thread, batch 1, rounds interleaved across the models in a rotating order; the
+    calling thread's CPU time, which on a shared machine leaves out the waits for the core."""
+    from qlib.deploy import time_models
 
-    its = {}
-    for name, content in models.items():
-        it = tf.lite.Interpreter(model_content=content, num_threads=1)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        for _ in range(warmup):
-            it.invoke()
-        its[name] = it
-    times = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, it in its.items():
-            start = time.perf_counter()
-            for _ in range(per_round):
-                it.invoke()
-            times[name].append((time.perf_counter() - start) / per_round * 1e3)
-    return {name: statistics.median(v) for name, v in times.items()}
+    timings = time_models(models, kernels="default", num_threads=1, rounds=rounds, per_round=per_round, warmup=20)
+    return {name: t.cpu_median_ms for name, t in timings.items()}
 
 
 def phase_deploy(args, model, folded, splits, test, trained):
@@ -212,8 +198,8 @@ def main(argv=None):
     meta = {"deploy": provenance(argv, time.time() - deploy_start), "model": args.model,
             "epochs": epochs.pop() if len(epochs) == 1 else sorted(epochs), "train_machines": machines,
             "note": "each record carries the command, backend, machine and seconds of its fine-tune",
-            "latency": "TFLite interpreter on this host's CPU, 1 thread, batch 1, 20 warm-up runs, "
-                       "median of 15 interleaved rounds of 20 runs; not a phone"}
+            "latency": "qlib.deploy.time_models: LiteRT's default kernels on this host's CPU, 1 thread, batch 1, "
+                       "20 warm-up calls, median thread CPU time of 30 interleaved rounds of 20 calls; not a phone"}
     write_results(args.out, meta, records)
 
 

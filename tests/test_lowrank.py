@@ -105,6 +105,8 @@ def test_shipped_sweep_is_consistent():
     assert manifest()["v1_standard"]["float_test_accuracy"] == pytest.approx(zoo["accuracy"], abs=2e-4)
     control = sweep.one(config="original")
     assert control["macs"] == zoo["macs"] and not control["ranks"]
+    # the control has the original's architecture: its timing measures the timings' scatter
+    assert control["int8_ms_ratio"] == pytest.approx(1.0, abs=0.05), "latencies too noisy to compare"
     for r in sweep:
         if r.get("energy") is None:
             continue
