@@ -2,6 +2,7 @@
 """Distil the zoo's teacher into a much smaller student; the same student from labels alone; int8 after.
 
     python scripts/distill_sweep.py --runs labels T4_a0.5          # train + deploy two runs (CPU)
+    python scripts/distill_sweep.py --epochs 5 --runs labels T1_a0.5 T2_a0.5 T4_a0.5 T4_a0.9 T8_a0.5   # the shipped sweep
     KERAS_BACKEND=jax python scripts/distill_sweep.py --phase train --runs T2_a0.5   # one run on a GPU
     python scripts/distill_sweep.py --phase deploy                  # then here: int8 TFLite, results
 
@@ -14,12 +15,12 @@ loss (``qlib.distill``) with temperature ``T`` and label weight ``alpha``, the t
 the same augmented batches. Default grid: ``labels`` and T in {1, 2, 4, 8} x alpha in
 {0.1, 0.5, 0.9}.
 
-Budget: 10 epochs. On 2 CPU cores alone a ``labels`` epoch takes about 9 s and a distilled one
-about 32 s (the teacher's forward pass dominates), so a run takes about 1.5 and 5.5 minutes.
-(Estimated from a step-time ratio against the zoo's ``v1_standard``, whose 118 s per epoch on 2
-cores is recorded in ``data/MANIFEST.md``, measured in one process on this shared machine:
-student 0.074x, distiller 0.27x.) Runs are independent: on a GPU, start one process per run in
-parallel.
+Budget: the shipped sweep ran 5 epochs on all 55,000 training images (``--epochs 5``). On 2 CPU
+cores a student epoch takes about 40-70 s of wall-clock time (about 50 CPU-seconds), so a run takes
+about 5 minutes; the teacher's logits on every augmented batch of every epoch are computed once
+before the distilled runs (one compiled ``predict`` per epoch) and shared by all of them. Every
+record carries its ``train_seconds`` and ``train_cpu_seconds``. Runs are independent: on a GPU,
+start one process per run in parallel.
 
 Phase ``train`` (any Keras backend) writes each student's weights and float results to
 ``--work``; phase ``deploy`` (TensorFlow) converts every trained student to full-integer TFLite,
@@ -41,8 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from partiv_common import (LABEL_SMOOTHING, Batches, WithTeacher, accuracy, provenance, teacher_logits,  # noqa: E402
-                            train, write_results)
+from partiv_common import (LABEL_SMOOTHING, Batches, WithTeacher, accuracy, logit_epochs, provenance,  # noqa: E402
+                            teacher_logits, train, write_results)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -77,7 +78,7 @@ def cached_teacher_logits(args, splits, teacher):
     """The teacher's logits on every training batch of every epoch, computed once (``--work``)."""
     from qlib.data import sha256_file
 
-    key = f"teacher-logits-s{args.seed}-e{args.epochs}-n{splits['x_train'].shape[0]}"
+    key = f"teacher-logits-s{args.seed}-e{logit_epochs(args.epochs)}-n{splits['x_train'].shape[0]}"
     path = args.work / f"{key}.npy"
     teacher_sha = manifest()["teacher"]["sha256"]
     stamp = args.work / f"{key}.json"
@@ -85,7 +86,7 @@ def cached_teacher_logits(args, splits, teacher):
         if json.loads(stamp.read_text()).get("sha256") == sha256_file(path):
             return np.load(path)
     start, cpu = time.time(), time.process_time()
-    logits = teacher_logits(teacher, splits["x_train"], splits["y_train"], args.epochs, seed=args.seed)
+    logits = teacher_logits(teacher, splits["x_train"], splits["y_train"], logit_epochs(args.epochs), seed=args.seed)
     np.save(path, logits)
     stamp.write_text(json.dumps({"teacher_sha256": teacher_sha, "sha256": sha256_file(path),
                                  "seconds": round(time.time() - start, 1),
@@ -130,7 +131,7 @@ def deploy(args, splits, test):
     from qlib.tflite import convert_int8
 
     calib, _ = one_per_class(splits["x_val"], splits["y_val"])
-    parts = sorted(args.work.glob("*.json"))
+    parts = sorted(p for p in args.work.glob("*.json") if not p.name.startswith("teacher-logits-"))
     if not parts:
         raise SystemExit(f"no trained runs in {args.work}; run --phase train first")
     records = []
@@ -196,6 +197,7 @@ def main(argv=None):
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     splits = fashion_mnist_splits()
+    n_train = len(splits["y_train"])
     if args.limit:
         splits["x_train"], splits["y_train"] = splits["x_train"][:args.limit], splits["y_train"][:args.limit]
     test = (splits["x_test"], splits["y_test"])
@@ -213,6 +215,12 @@ def main(argv=None):
         raise SystemExit("the deploy phase converts to TFLite and needs KERAS_BACKEND=tensorflow")
     records = deploy(args, splits, test)
     meta = provenance(argv, time.time() - start)
+    # how long the teacher's logits, shared by the distilled runs, took to compute
+    used = {(r["seed"], r["epochs"], r["limit"] or n_train) for r in records if r.get("teacher") == "precomputed logits"}
+    stamps = [args.work / f"teacher-logits-s{s}-e{logit_epochs(e)}-n{n}.json" for s, e, n in sorted(used)]
+    if len(stamps) == 1 and stamps[0].is_file():
+        meta["teacher_logits"] = {k: v for k, v in json.loads(stamps[0].read_text()).items()
+                                  if k in ("seconds", "cpu_seconds")}
     meta.update({"student": STUDENT, "teacher": {k: manifest()["teacher"][k] for k in ("config", "float_test_accuracy")},
                  "note": "each record carries the command, backend and machine of its training run"})
     write_results(args.out, meta, records)

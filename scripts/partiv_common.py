@@ -52,12 +52,41 @@ class Batches(Augmented):
     ``train_zoo.Augmented`` draws every batch's shifts from one generator per epoch, in the order
     the batches are asked for; here batch ``i`` of epoch ``e`` has its own generator, so the same
     images come out whatever the order, and a frozen teacher's logits on them can be computed
-    once for every run (:class:`WithTeacher`). ``epoch`` counts from 1.
+    once for every run (:class:`WithTeacher`). ``epoch`` counts from 1. :meth:`batch` reads no
+    state that ``on_epoch_end`` changes, so a batch prefetched while an epoch ends is still the one
+    its ``(epoch, i)`` names.
     """
 
+    def _order(self, epoch):
+        # the permutation Augmented.on_epoch_end drew when it moved to `epoch`
+        if getattr(self, "_orders", (None, None))[0] != epoch:
+            self._orders = (epoch, np.random.default_rng([self.seed, epoch - 1]).permutation(self.x.shape[0]))
+        return self._orders[1]
+
+    def batch(self, epoch: int, i: int):
+        """Batch ``i`` of ``epoch``: the images of ``Augmented``'s order for that epoch, shifted and
+        flipped by the generator seeded with ``(seed, epoch, i)``."""
+        idx = self._order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, epoch, i])
+        xb = self.x[idx]
+        n, h, w, _ = xb.shape
+        padded = np.pad(xb, ((0, 0), (4, 4), (4, 4), (0, 0)), constant_values=-1.0)
+        dy, dx = rng.integers(0, 9, size=(2, n))
+        out = np.stack([padded[k, dy[k]:dy[k] + h, dx[k]:dx[k] + w] for k in range(n)])
+        flip = rng.random(n) < 0.5
+        out[flip] = out[flip, :, ::-1]
+        return out, keras.ops.one_hot(self.y[idx], 10)
+
     def __getitem__(self, i):
-        self.rng = np.random.default_rng([self.seed, self.epoch, i])
-        return super().__getitem__(i)
+        return self.batch(self.epoch, i)
+
+
+def logit_epochs(epochs: int) -> int:
+    """How many epochs of teacher logits a ``fit`` of ``epochs`` epochs needs: Keras 3's epoch
+    iterator calls ``on_epoch_end`` once before the first epoch (``EpochIterator.reset``), so
+    training epoch ``k`` (from 0) asks for batches of epoch ``k + 2``; one more covers an iterator
+    that prefetches ahead."""
+    return epochs + 2
 
 
 class WithTeacher(keras.utils.PyDataset):
@@ -78,11 +107,12 @@ class WithTeacher(keras.utils.PyDataset):
         self.batches.on_epoch_end()
 
     def __getitem__(self, i):
-        e = self.batches.epoch - 1
-        if e >= self.logits.shape[0]:
-            raise ValueError(f"teacher logits were computed for {self.logits.shape[0]} epochs; epoch {e + 1} asked for")
-        x, y = self.batches[i]
-        t = self.logits[e, i * self.batches.batch_size:i * self.batches.batch_size + x.shape[0]]
+        e = self.batches.epoch  # read once: the images and the logits are those of the same epoch
+        if e > self.logits.shape[0]:
+            raise ValueError(f"teacher logits were computed for {self.logits.shape[0]} epochs; epoch {e} asked for "
+                             f"(compute logit_epochs(epochs) of them)")
+        x, y = self.batches.batch(e, i)
+        t = self.logits[e - 1, i * self.batches.batch_size:i * self.batches.batch_size + x.shape[0]]
         return x, np.concatenate([np.asarray(y, np.float32), t], axis=1)
 
 
@@ -91,10 +121,10 @@ def teacher_logits(teacher, x, y, epochs: int, batch_size: int = 128, seed: int 
     data = Batches(x, y, batch_size, seed)
     out = np.empty((epochs, x.shape[0], teacher.output.shape[-1]), np.float32)
     for e in range(epochs):
-        for i in range(len(data)):
-            xb, _ = data[i]
-            out[e, i * batch_size:i * batch_size + xb.shape[0]] = np.asarray(teacher(xb, training=False))
-        data.on_epoch_end()
+        # the epoch's augmented images in batch order, then one compiled predict over all of them
+        # (calling the model eagerly batch by batch costs minutes per epoch on a CPU)
+        xs = np.concatenate([data.batch(e + 1, i)[0] for i in range(len(data))])
+        out[e] = teacher.predict(xs, batch_size=1000, verbose=0)
         print(f"teacher logits: epoch {e + 1} of {epochs}", flush=True)
     return out
 

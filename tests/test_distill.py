@@ -138,3 +138,48 @@ def test_precomputed_teacher_logits_train_the_student_like_the_live_teacher():
         assert not np.allclose(students[-1][0], start[0]), "the step must move the student"
     for a, b in zip(*students):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_logits_are_the_teachers_outputs_on_each_training_batch():
+    """scripts/partiv_common.teacher_logits (one compiled predict per epoch) holds, for batch i of
+    epoch e, the teacher's logits on exactly the augmented images that batch gives the student."""
+    import sys
+    from pathlib import Path
+
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        from partiv_common import Batches, WithTeacher, logit_epochs, teacher_logits
+    finally:
+        sys.path.remove(scripts)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    teacher = keras.Model(inp, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3)(inp))))
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-1, 1, (70, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, 70)
+    logits = teacher_logits(teacher, x, y, epochs=logit_epochs(2), batch_size=32, seed=5)
+    assert logits.shape == (4, 70, 10)
+    data = Batches(x, y, 32, 5)
+    for e in range(4):
+        for i in range(len(data)):
+            xb, _ = data[i]
+            np.testing.assert_allclose(logits[e, i * 32:i * 32 + len(xb)], np.asarray(teacher(xb)), atol=1e-5)
+        data.on_epoch_end()
+    assert not np.allclose(logits[0], logits[1])  # each epoch draws its own shifts and flips
+    # a fit of 2 epochs asks for epochs Keras numbers its own way: logit_epochs(2) cover them, and
+    # every batch comes with the logits of its own images
+    seen = []
+
+    class Checked(WithTeacher):
+        def __getitem__(self, i):
+            xb, yt = super().__getitem__(i)
+            np.testing.assert_allclose(yt[:, 10:], np.asarray(teacher(xb)), atol=1e-5)
+            seen.append(self.batches.epoch)
+            return xb, yt
+
+    student = keras.Model(inp2 := keras.Input((32, 32, 3)), keras.layers.Dense(20)(
+        keras.layers.GlobalAveragePooling2D()(inp2)))
+    student.compile("sgd", lambda yt, yp: keras.ops.mean((yt - yp) ** 2))
+    student.fit(Checked(Batches(x, y, 32, 5), logits), epochs=2, verbose=0)
+    assert max(seen) <= 4 and len(seen) >= 2 * 3
