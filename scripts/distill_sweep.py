@@ -74,11 +74,19 @@ def student():
     return build(**cfg)
 
 
+LOGITS_PREFIX = "teacher-logits-"  # the files in --work that hold the shared teacher logits (not runs)
+
+
+def logits_key(seed: int, epochs: int, n: int) -> str:
+    """The name of the teacher logits a sweep of ``epochs`` epochs on ``n`` training images uses."""
+    return f"{LOGITS_PREFIX}s{seed}-e{logit_epochs(epochs)}-n{n}"
+
+
 def cached_teacher_logits(args, splits, teacher):
     """The teacher's logits on every training batch of every epoch, computed once (``--work``)."""
     from qlib.data import sha256_file
 
-    key = f"teacher-logits-s{args.seed}-e{logit_epochs(args.epochs)}-n{splits['x_train'].shape[0]}"
+    key = logits_key(args.seed, args.epochs, splits["x_train"].shape[0])
     path = args.work / f"{key}.npy"
     teacher_sha = manifest()["teacher"]["sha256"]
     stamp = args.work / f"{key}.json"
@@ -131,7 +139,7 @@ def deploy(args, splits, test):
     from qlib.tflite import convert_int8
 
     calib, _ = one_per_class(splits["x_val"], splits["y_val"])
-    parts = sorted(p for p in args.work.glob("*.json") if not p.name.startswith("teacher-logits-"))
+    parts = sorted(p for p in args.work.glob("*.json") if not p.name.startswith(LOGITS_PREFIX))
     if not parts:
         raise SystemExit(f"no trained runs in {args.work}; run --phase train first")
     records = []
@@ -217,7 +225,7 @@ def main(argv=None):
     meta = provenance(argv, time.time() - start)
     # how long the teacher's logits, shared by the distilled runs, took to compute
     used = {(r["seed"], r["epochs"], r["limit"] or n_train) for r in records if r.get("teacher") == "precomputed logits"}
-    stamps = [args.work / f"teacher-logits-s{s}-e{logit_epochs(e)}-n{n}.json" for s, e, n in sorted(used)]
+    stamps = [args.work / f"{logits_key(*u)}.json" for u in sorted(used)]
     if len(stamps) == 1 and stamps[0].is_file():
         meta["teacher_logits"] = {k: v for k, v in json.loads(stamps[0].read_text()).items()
                                   if k in ("seconds", "cpu_seconds")}

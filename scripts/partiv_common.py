@@ -24,7 +24,7 @@ import keras  # noqa: E402
 
 from qlib import results  # noqa: E402
 
-from train_zoo import Augmented  # noqa: E402
+from train_zoo import Augmented, shift_and_flip  # noqa: E402
 
 LABEL_SMOOTHING = 0.1
 
@@ -68,14 +68,7 @@ class Batches(Augmented):
         flipped by the generator seeded with ``(seed, epoch, i)``."""
         idx = self._order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, i])
-        xb = self.x[idx]
-        n, h, w, _ = xb.shape
-        padded = np.pad(xb, ((0, 0), (4, 4), (4, 4), (0, 0)), constant_values=-1.0)
-        dy, dx = rng.integers(0, 9, size=(2, n))
-        out = np.stack([padded[k, dy[k]:dy[k] + h, dx[k]:dx[k] + w] for k in range(n)])
-        flip = rng.random(n) < 0.5
-        out[flip] = out[flip, :, ::-1]
-        return out, keras.ops.one_hot(self.y[idx], 10)
+        return shift_and_flip(self.x[idx], rng), keras.ops.one_hot(self.y[idx], 10)
 
     def __getitem__(self, i):
         return self.batch(self.epoch, i)

@@ -43,6 +43,17 @@ ZOO = {
 COMMON = dict(input_shape=(32, 32, 3), num_classes=10, small_input=True, dropout=0.1, weight_decay=4e-5)
 
 
+def shift_and_flip(xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random shifts (pad 4 with -1, crop back) and horizontal flips of a batch, drawn from ``rng``."""
+    n, h, w, _ = xb.shape
+    padded = np.pad(xb, ((0, 0), (4, 4), (4, 4), (0, 0)), constant_values=-1.0)
+    dy, dx = rng.integers(0, 9, size=(2, n))
+    out = np.stack([padded[k, dy[k]:dy[k] + h, dx[k]:dx[k] + w] for k in range(n)])
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip, :, ::-1]
+    return out
+
+
 class Augmented(keras.utils.PyDataset):
     """Shuffled batches with random shifts (pad 4, crop 32) and horizontal flips, seeded per epoch."""
 
@@ -62,14 +73,7 @@ class Augmented(keras.utils.PyDataset):
 
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        xb = self.x[idx]
-        n, h, w, _ = xb.shape
-        padded = np.pad(xb, ((0, 0), (4, 4), (4, 4), (0, 0)), constant_values=-1.0)
-        dy, dx = self.rng.integers(0, 9, size=(2, n))
-        out = np.stack([padded[k, dy[k]:dy[k] + h, dx[k]:dx[k] + w] for k in range(n)])
-        flip = self.rng.random(n) < 0.5
-        out[flip] = out[flip, :, ::-1]
-        return out, keras.ops.one_hot(self.y[idx], 10)
+        return shift_and_flip(self.x[idx], self.rng), keras.ops.one_hot(self.y[idx], 10)
 
 
 def sha256(path: Path) -> str:
